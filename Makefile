@@ -1,0 +1,31 @@
+# CAP Services — the commands a newcomer needs.
+#
+#   make run    install what is missing, start PostgreSQL, NATS and Cassandra on
+#               loopback, then run both services in the foreground (Ctrl-C stops them)
+#   make test   the same set-up, then every test against the real stores
+#   make down   stop the servers `make run`/`make test` started (others are left alone)
+#   make lint   rustfmt --check and clippy -D warnings
+#   make stack  only install and start the stores
+
+CARGO ?= cargo
+
+.PHONY: run test down lint stack build
+
+stack:
+	scripts/up.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+run: stack build
+	scripts/run-services.sh
+
+test: stack
+	$(CARGO) test --workspace
+
+down:
+	scripts/stop.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,103 @@
+//! Building and running the inventory service.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use service_kit::health::{PostgresCheck, Readiness};
+use service_kit::http::{Essentials, service_router};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+use crate::Config;
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "CAP inventory service",
+    description = "Strongly consistent stock: no oversell, ever."
+))]
+struct ApiDoc;
+
+/// A built service: bound listener, connected pool, assembled router.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    pool: PgPool,
+    config: Config,
+}
+
+impl Application {
+    /// Connects to PostgreSQL (waiting up to the start-up timeout), applies
+    /// migrations, binds the listener and assembles the router.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = connect(&config).await?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&pool)
+            .await
+            .context("applying PostgreSQL migrations")?;
+
+        let readiness =
+            Readiness::new(config.http.readiness_timeout()).with(PostgresCheck::new(pool.clone()));
+        let router = service_router(
+            Router::new(),
+            Essentials {
+                readiness,
+                metrics: service_kit::metrics::install(),
+                openapi: ApiDoc::openapi(),
+                http: config.http.clone(),
+            },
+        );
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        Ok(Self {
+            listener,
+            router,
+            pool,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> io::Result<()> {
+        let grace = self.config.http.shutdown_grace();
+        service_kit::http::serve(self.listener, self.router, shutdown, grace).await
+    }
+}
+
+/// A pool whose acquire timeout bounds how long a request can wait for the
+/// database: when PostgreSQL is unreachable, requests fail fast with `503`.
+async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(config.database_acquire_timeout())
+        .connect_lazy(&config.database_url)
+        .context("parsing DATABASE_URL")?;
+    let deadline = tokio::time::Instant::now() + config.database_startup_timeout();
+    loop {
+        match sqlx::query("SELECT 1").execute(&pool).await {
+            Ok(_) => return Ok(pool),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "PostgreSQL not answering yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => {
+                return Err(error).context("PostgreSQL did not answer within the start-up timeout");
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! What every CAP service has, and nothing domain-specific.
+//!
+//! The inventory and timeline services differ in everything that matters to
+//! their users, and agree on everything that matters to an operator. This crate
+//! holds the second part so that both services look the same from outside:
+//! the same logs, the same error shape, the same health, metrics and shutdown.
+//!
+//! # Layout
+//!
+//! - [`telemetry`]: `tracing` set-up (env filter from `RUST_LOG`, pretty or JSON).
+//! - [`config`]: the configuration every HTTP service shares, as `clap` args with `env`.
+//! - [`problem`]: RFC 9457 `application/problem+json` errors with `IntoResponse`.
+//! - [`extract`]: JSON, query and path extractors whose rejections are problems.
+//! - [`health`]: `/healthz`, and `/readyz` driven by pluggable [`health::ReadinessCheck`]s,
+//!   with ready-made checks for PostgreSQL, Cassandra and NATS JetStream behind features.
+//! - [`metrics`]: the Prometheus recorder, `/metrics`, and per-route HTTP metrics.
+//! - [`http`]: assembles a service's API router with the endpoints above and the
+//!   tower-http layers (request id, trace, timeout, body limit), and serves it.
+//! - [`shutdown`]: SIGINT/SIGTERM turned into a cancellation token that servers
+//!   and background workers both honour.
+
+pub mod config;
+pub mod extract;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod problem;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use problem::Problem;

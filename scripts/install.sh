@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# scripts/install.sh — install what the local stack needs; only what is missing.
+#
+# apt (Debian): postgresql, nats-server, maven, curl, python3. Java 17+ must already be there.
+# Cassandra $CASSANDRA_VERSION: Maven Central has no binary distribution for 5.0, so we fetch
+# cassandra-all and its runtime dependencies into $CAP_CACHE_DIR/cassandra-<version>/lib
+# (outside the clone, reused by every clone on this machine). Idempotent and quiet on re-runs.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+export DEBIAN_FRONTEND=noninteractive
+
+install_packages() {
+  local missing=()
+  pg_bindir >/dev/null || missing+=(postgresql)
+  [[ -x "$NATS_SERVER" ]] || missing+=(nats-server)
+  command -v mvn >/dev/null || missing+=(maven)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  [[ ${#missing[@]} -gt 0 ]] || return 0
+  [[ $EUID -eq 0 ]] || die "missing ${missing[*]}: run as root or install them yourself"
+  if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+    # No system-wide "main" cluster on 5432: start.sh runs a private one under .local/.
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/cap-services.conf
+  fi
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+  NATS_SERVER=$(command -v nats-server || echo /usr/sbin/nats-server)
+}
+
+check_java() {
+  local version major
+  command -v "$JAVA" >/dev/null || die "Java 17+ is required (for Cassandra) but '$JAVA' was not found; install a JDK 17 (apt-get install openjdk-17-jdk-headless) or set JAVA_HOME"
+  version=$("$JAVA" -version 2>&1 | sed -n 's/.* version "\([^"]*\)".*/\1/p' | head -n1)
+  major=${version%%.*}
+  [[ "$major" == 1 ]] && major=$(cut -d. -f2 <<<"$version")   # 1.8.0_x -> 8
+  [[ "$major" =~ ^[0-9]+$ && "$major" -ge 17 ]] || die "Java 17+ is required, '$JAVA' is version '${version:-unknown}'; set JAVA_HOME to a JDK 17"
+  [[ "$major" -eq 17 ]] || warn "Cassandra $CASSANDRA_VERSION supports Java 11 and 17; '$JAVA' is $version"
+}
+
+fetch_cassandra() {
+  [[ -f "$CASSANDRA_HOME/.complete" ]] && return 0
+  log "fetching cassandra-all $CASSANDRA_VERSION + runtime dependencies from Maven Central into $CASSANDRA_HOME"
+  mkdir -p "$CAP_CACHE_DIR"
+  FETCH_TMP=$(mktemp -d "$CAP_CACHE_DIR/.cassandra-$CASSANDRA_VERSION.XXXXXX")
+  trap 'rm -rf "$FETCH_TMP"' EXIT
+  chmod 755 "$FETCH_TMP"
+  cat >"$FETCH_TMP/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.capservices</groupId>
+  <artifactId>cassandra-server</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.cassandra</groupId>
+      <artifactId>cassandra-all</artifactId>
+      <version>$CASSANDRA_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+  if ! (cd "$FETCH_TMP" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies \
+          -DoutputDirectory="$FETCH_TMP/lib" -DincludeScope=runtime >"$FETCH_TMP/mvn.log" 2>&1); then
+    tail -n 30 "$FETCH_TMP/mvn.log" >&2
+    die "mvn could not fetch cassandra-all $CASSANDRA_VERSION"
+  fi
+  [[ -f "$FETCH_TMP/lib/cassandra-all-$CASSANDRA_VERSION.jar" ]] || die "cassandra-all-$CASSANDRA_VERSION.jar missing after mvn"
+  rm -f "$FETCH_TMP/mvn.log"
+  rm -rf "$CASSANDRA_HOME"
+  mv "$FETCH_TMP" "$CASSANDRA_HOME"
+  trap - EXIT
+  echo "cassandra-all $CASSANDRA_VERSION: $(find "$CASSANDRA_HOME/lib" -name '*.jar' | wc -l) jars, fetched $(date -u +%FT%TZ)" \
+    >"$CASSANDRA_HOME/.complete"
+  log "cassandra $CASSANDRA_VERSION ready: $(cat "$CASSANDRA_HOME/.complete")"
+}
+
+install_packages
+check_java
+fetch_cassandra

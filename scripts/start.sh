@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# scripts/start.sh [all|postgres|nats|cassandra]... — start the local servers, loopback only.
+#
+# A server that already answers on its port is reused (no pid file: stop.sh leaves it alone).
+# Otherwise it is started in the background with data under .local/<name>, its log under
+# .local/log/ and a pid file under .local/run/. Does not wait for readiness: see wait.sh.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# running NAME PORT — true (and says why) if NAME needs no start.
+running() {
+  local pid
+  if pid=$(our_pid "$1"); then log "$1: already running (started by us, pid $pid)"; return 0; fi
+  rm -f "$(pid_file "$1")"   # stale
+  if port_open 127.0.0.1 "$2"; then log "$1: something already answers on 127.0.0.1:$2, reusing it"; return 0; fi
+  return 1
+}
+
+# The postgres user must be able to reach its data directory: add o+x where it cannot.
+make_traversable() {
+  local dir=$1
+  while [[ "$dir" != / ]]; do
+    dir=$(dirname "$dir")
+    if ! runuser -u postgres -- test -x "$dir"; then
+      log "postgres: chmod o+x $dir (so the postgres user can reach .local)"
+      chmod o+x "$dir"
+    fi
+  done
+}
+
+ensure_database() {
+  local bin=$1 psql
+  psql=("$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -w -X -qAt)
+  if [[ "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DATABASE'")" != 1 ]]; then
+    "${psql[@]}" -c "CREATE DATABASE \"$PG_DATABASE\"" >/dev/null
+    log "postgres: created database $PG_DATABASE"
+  fi
+}
+
+start_postgres() {
+  local bin data="$LOCAL_DIR/postgres" sock="$LOCAL_DIR/pgsock" logf="$LOG_DIR/postgres.log"
+  bin=$(pg_bindir) || die "postgres: server binaries not found; run scripts/install.sh"
+  if running postgres "$PG_PORT"; then
+    ensure_database "$bin" || warn "postgres: could not ensure database $PG_DATABASE as user postgres (trust) on port $PG_PORT"
+    return 0
+  fi
+  mkdir -p "$data" "$sock"
+  touch "$logf"
+  if [[ $EUID -eq 0 ]]; then
+    chown postgres:postgres "$data" "$sock" "$logf"
+    make_traversable "$data"
+  fi
+  chmod 700 "$data"
+  if [[ ! -s "$data/PG_VERSION" ]]; then
+    log "postgres: initdb $data"
+    as_pg "$bin/initdb" -D "$data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 >>"$logf" 2>&1 \
+      || { show_log_tail postgres; die "postgres: initdb failed"; }
+  fi
+  log "postgres: starting on 127.0.0.1:$PG_PORT"
+  as_pg "$bin/pg_ctl" -D "$data" -l "$logf" -w -t "$PG_WAIT_TIMEOUT" \
+    -o "-p $PG_PORT -k '$sock' -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null \
+    || { show_log_tail postgres; die "postgres: pg_ctl start failed"; }
+  head -n1 "$data/postmaster.pid" >"$(pid_file postgres)"
+  ensure_database "$bin"
+}
+
+start_nats() {
+  running nats "$NATS_PORT" && return 0
+  [[ -x "$NATS_SERVER" ]] || die "nats: nats-server not found; run scripts/install.sh"
+  mkdir -p "$LOCAL_DIR/nats"
+  log "nats: starting on 127.0.0.1:$NATS_PORT (monitor 127.0.0.1:$NATS_MONITOR_PORT, JetStream)"
+  # The monitoring listener binds to the -a address too. Both nats-server and the redirect append.
+  # shellcheck disable=SC2094
+  setsid "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -js -sd "$LOCAL_DIR/nats" \
+    -l "$LOG_DIR/nats.log" </dev/null >>"$LOG_DIR/nats.log" 2>&1 &
+  echo $! >"$(pid_file nats)"
+}
+
+start_cassandra() {
+  local dir="$LOCAL_DIR/cassandra" conf="$LOCAL_DIR/cassandra/conf" opts
+  running cassandra "$CASSANDRA_PORT" && return 0
+  [[ -f "$CASSANDRA_HOME/.complete" ]] || die "cassandra: $CASSANDRA_VERSION not fetched; run scripts/install.sh"
+  mkdir -p "$conf"
+  sed -e "s|@DIR@|$dir|g" -e "s|@CQL_PORT@|$CASSANDRA_PORT|g" -e "s|@STORAGE_PORT@|$CASSANDRA_STORAGE_PORT|g" \
+    "$SCRIPTS_DIR/cassandra.yaml.in" >"$conf/cassandra.yaml"
+  cp "$SCRIPTS_DIR/cassandra-logback.xml" "$conf/logback.xml"
+  mapfile -t opts < <(grep -Ev '^[[:space:]]*(#|$)' "$SCRIPTS_DIR/cassandra-jvm17.options")
+  opts+=(
+    "-Xms$CASSANDRA_HEAP" "-Xmx$CASSANDRA_HEAP"
+    "-Dcassandra.config=file://$conf/cassandra.yaml"
+    "-Dlogback.configurationFile=$conf/logback.xml"
+    "-Dcassandra.storagedir=$dir"
+    "-Dcassandra.logdir=$LOG_DIR"
+    "-Dcassandra.jmx.local.port=$CASSANDRA_JMX_PORT"   # JMX on loopback only (for nodetool)
+    "-Dcassandra.skip_wait_for_gossip_to_settle=0"
+    "-Dcassandra-foreground=yes"                       # keep stdout/stderr (-> cassandra.stdout.log)
+  )
+  log "cassandra: starting $CASSANDRA_VERSION on 127.0.0.1:$CASSANDRA_PORT (heap $CASSANDRA_HEAP)"
+  setsid "$JAVA" "${opts[@]}" -cp "$conf:$CASSANDRA_HOME/lib/*" org.apache.cassandra.service.CassandraDaemon \
+    </dev/null >>"$LOG_DIR/cassandra.stdout.log" 2>&1 &
+  echo $! >"$(pid_file cassandra)"
+}
+
+mkdir -p "$RUN_DIR" "$LOG_DIR"
+selected=$(services "$@")   # dies on an unknown name
+for svc in $selected; do
+  "start_$svc"
+done

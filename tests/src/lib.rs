@@ -1,0 +1,80 @@
+//! Test harness for the end-to-end tests: each test gets its own service
+//! instance on a port chosen by the OS, and its own database, against the real
+//! stores that `make test` starts.
+//!
+//! Store addresses come from the same environment variables the services read
+//! (`DATABASE_URL` names the admin database here, `CASSANDRA_NODES`,
+//! `NATS_URL`), with the local stack's defaults.
+
+use std::net::SocketAddr;
+
+use sqlx::{Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+pub mod inventory_app;
+
+/// The PostgreSQL server the tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Cassandra contact points.
+pub fn cassandra_nodes() -> Vec<String> {
+    std::env::var("CASSANDRA_NODES")
+        .unwrap_or_else(|_| "127.0.0.1:9042".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The NATS server URL.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A loopback address nothing listens on: bound by the OS, then released.
+pub async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an ephemeral port");
+    let addr = listener.local_addr().expect("local address");
+    drop(listener);
+    addr
+}
+
+/// Creates a fresh, uniquely named database and returns its URL.
+pub async fn fresh_database(prefix: &str) -> String {
+    let admin = postgres_admin_url();
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&admin)
+        .await
+        .expect("connect to the PostgreSQL admin database");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+/// Stops a spawned service when the test ends, however it ends.
+#[derive(Debug)]
+pub struct StopOnDrop(pub CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// An HTTP client for tests: no proxy, short timeouts.
+pub fn http_client() -> reqwest::Client {
+    // One TLS provider for the whole workspace (ring); installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("build HTTP client")
+}
