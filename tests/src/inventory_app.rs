@@ -49,3 +49,120 @@ impl InventoryApp {
         format!("http://{}{}", self.addr, path)
     }
 }
+
+impl InventoryApp {
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST reaches the service")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET reaches the service")
+    }
+
+    /// Creates a product and returns its body; panics unless `201`.
+    pub async fn create_product(&self, sku: &str, stock: i64) -> serde_json::Value {
+        let response = self
+            .post_json("/v1/products", &serde_json::json!({ "sku": sku, "name": format!("Product {sku}"), "stock": stock }))
+            .await;
+        assert_eq!(response.status(), 201, "creating {sku}");
+        response.json().await.expect("product body")
+    }
+
+    /// `POST /v1/reservations` with `items` as `(sku, quantity)` pairs.
+    pub async fn reserve(
+        &self,
+        items: &[(&str, i64)],
+        idempotency_key: Option<&str>,
+    ) -> reqwest::Response {
+        let items: Vec<_> = items
+            .iter()
+            .map(|(sku, quantity)| serde_json::json!({ "sku": sku, "quantity": quantity }))
+            .collect();
+        let mut request = self
+            .client
+            .post(self.url("/v1/reservations"))
+            .json(&serde_json::json!({ "items": items }));
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("POST reaches the service")
+    }
+
+    /// Reads a product's counters straight from the database.
+    pub async fn counters(&self, sku: &str) -> Counters {
+        sqlx::query_as("SELECT received, available, reserved, sold FROM products WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(&self.pool)
+            .await
+            .expect("product row")
+    }
+
+    /// Checks, for every product in this test's database, that the counters
+    /// balance and that replaying the stock ledger gives exactly the counters.
+    pub async fn assert_ledger_replays(&self) {
+        let skus: Vec<String> = sqlx::query_scalar("SELECT sku FROM products ORDER BY sku")
+            .fetch_all(&self.pool)
+            .await
+            .expect("products");
+        for sku in skus {
+            let stored = self.counters(&sku).await;
+            assert_eq!(
+                stored.available + stored.reserved + stored.sold,
+                stored.received,
+                "{sku} balances"
+            );
+            let movements: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT kind, quantity FROM stock_ledger WHERE sku = $1 ORDER BY id",
+            )
+            .bind(&sku)
+            .fetch_all(&self.pool)
+            .await
+            .expect("ledger");
+            let mut replayed = Counters::default();
+            for (kind, quantity) in movements {
+                match kind.as_str() {
+                    "received" => {
+                        replayed.received += quantity;
+                        replayed.available += quantity;
+                    }
+                    "reserved" => {
+                        replayed.available -= quantity;
+                        replayed.reserved += quantity;
+                    }
+                    "released" | "expired" => {
+                        replayed.reserved -= quantity;
+                        replayed.available += quantity;
+                    }
+                    "sold" => {
+                        replayed.reserved -= quantity;
+                        replayed.sold += quantity;
+                    }
+                    other => panic!("unexpected ledger kind {other}"),
+                }
+                assert!(
+                    replayed.available >= 0 && replayed.reserved >= 0,
+                    "{sku}: ledger never goes negative"
+                );
+            }
+            assert_eq!(replayed, stored, "{sku}: ledger replays to the counters");
+        }
+    }
+}
+
+/// A product's stock counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Counters {
+    pub received: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}

@@ -12,6 +12,7 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 pub mod inventory_app;
+pub mod pg_instance;
 
 /// The PostgreSQL server the tests create their databases on.
 pub fn postgres_admin_url() -> String {

@@ -12,24 +12,20 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use utoipa::OpenApi;
 
 use crate::Config;
-
-#[derive(OpenApi)]
-#[openapi(info(
-    title = "CAP inventory service",
-    description = "Strongly consistent stock: no oversell, ever."
-))]
-struct ApiDoc;
+use crate::api::{self, AppState};
+use crate::store::PgStore;
+use crate::sweeper::{self, SweeperSettings};
 
 /// A built service: bound listener, connected pool, assembled router.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    pool: PgPool,
-    config: Config,
+    store: PgStore,
+    sweeper: SweeperSettings,
+    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -41,15 +37,22 @@ impl Application {
             .run(&pool)
             .await
             .context("applying PostgreSQL migrations")?;
+        let store = PgStore::new(pool.clone());
 
+        let (api, openapi) = api::router()
+            .with_state(AppState {
+                store: store.clone(),
+                reservations: config.reservation_settings(),
+            })
+            .split_for_parts();
         let readiness =
-            Readiness::new(config.http.readiness_timeout()).with(PostgresCheck::new(pool.clone()));
+            Readiness::new(config.http.readiness_timeout()).with(PostgresCheck::new(pool));
         let router = service_router(
-            Router::new(),
+            api,
             Essentials {
                 readiness,
                 metrics: service_kit::metrics::install(),
-                openapi: ApiDoc::openapi(),
+                openapi,
                 http: config.http.clone(),
             },
         );
@@ -59,8 +62,9 @@ impl Application {
         Ok(Self {
             listener,
             router,
-            pool,
-            config,
+            store,
+            sweeper: config.sweeper_settings(),
+            shutdown_grace: config.http.shutdown_grace(),
         })
     }
 
@@ -69,13 +73,24 @@ impl Application {
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.store.pool()
     }
 
-    /// Serves until `shutdown` is cancelled, then drains.
+    /// Serves, and sweeps expired holds, until `shutdown` is cancelled; then
+    /// drains in-flight requests and lets the sweeper finish its batch.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> io::Result<()> {
-        let grace = self.config.http.shutdown_grace();
-        service_kit::http::serve(self.listener, self.router, shutdown, grace).await
+        let sweeper = tokio::spawn(sweeper::run(
+            self.store.clone(),
+            self.sweeper,
+            shutdown.clone(),
+        ));
+        let served =
+            service_kit::http::serve(self.listener, self.router, shutdown, self.shutdown_grace)
+                .await;
+        if let Err(error) = sweeper.await {
+            tracing::error!(%error, "sweeper task failed");
+        }
+        served
     }
 }
 

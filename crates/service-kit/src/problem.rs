@@ -13,6 +13,9 @@ use serde_json::{Map, Value};
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Members RFC 9457 defines; extensions may not reuse these names.
+const STANDARD_MEMBERS: [&str; 5] = ["type", "title", "status", "detail", "instance"];
+
 /// An RFC 9457 problem document and the response it becomes.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({
@@ -67,8 +70,17 @@ impl Problem {
         self
     }
 
-    /// Adds an extension member; values that fail to serialize are dropped.
+    /// Adds an extension member. The standard members' names are refused (an
+    /// extension must never shadow `status` or `type`), and so are values that
+    /// fail to serialize.
     pub fn with_extension(mut self, key: &str, value: impl Serialize) -> Self {
+        if STANDARD_MEMBERS.contains(&key) {
+            tracing::error!(
+                key,
+                "problem extension would shadow a standard member; dropped"
+            );
+            return self;
+        }
         if let Ok(value) = serde_json::to_value(value) {
             self.extensions.insert(key.to_owned(), value);
         }
@@ -164,6 +176,13 @@ mod tests {
         assert_eq!(value["status"], 422);
         assert_eq!(value["detail"], "quantity must be positive");
         assert_eq!(value["field"], "quantity");
+    }
+
+    #[test]
+    fn extensions_cannot_shadow_standard_members() {
+        let problem = Problem::not_found("gone").with_extension("status", "held");
+        let value = serde_json::to_value(&problem).expect("serializable");
+        assert_eq!(value["status"], 404);
     }
 
     #[test]

@@ -1,0 +1,301 @@
+//! `/v1/reservations`: hold stock for every item or none; confirm; cancel.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use service_kit::extract::{Json, Path};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::domain::{Invalid, Quantity, ReservationLine, ReservationLines, ReservationStatus, Sku};
+use crate::error::InventoryError;
+use crate::store::{IdempotentRequest, NewReservation, ReservationRecord, Reserved};
+
+/// Marks an answer replayed for a repeated `Idempotency-Key`.
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_reservation))
+        .routes(routes!(get_reservation))
+        .routes(routes!(confirm_reservation))
+        .routes(routes!(cancel_reservation))
+}
+
+/// Units of one product to hold.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationItem {
+    #[schema(example = "SKU-1")]
+    pub sku: String,
+    /// `1..=1_000_000`.
+    #[schema(example = 1)]
+    pub quantity: i64,
+}
+
+/// Hold stock for every item, or for none.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReservation {
+    /// 1–100 items, one per sku.
+    pub items: Vec<ReservationItem>,
+    /// How long the hold lasts, in seconds; the default and the maximum are configured.
+    pub ttl_seconds: Option<i64>,
+}
+
+/// A reservation and where it stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reservation {
+    pub id: Uuid,
+    pub status: ReservationStatus,
+    pub items: Vec<ReservationItem>,
+    pub created_at: DateTime<Utc>,
+    /// When an unconfirmed hold is released.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<ReservationRecord> for Reservation {
+    fn from(record: ReservationRecord) -> Self {
+        Self {
+            id: record.id,
+            status: record.status,
+            items: record
+                .items
+                .into_iter()
+                .map(|(sku, quantity)| ReservationItem { sku, quantity })
+                .collect(),
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+        }
+    }
+}
+
+/// Hold stock for all items or none.
+///
+/// With an `Idempotency-Key`, a retry of the same request answers the original
+/// result (`Idempotent-Replayed: true`), and concurrent duplicates create one
+/// reservation. Only successful creations are recorded: a request that failed
+/// can be retried with the same key and is evaluated afresh.
+#[utoipa::path(
+    post, path = "/v1/reservations", tag = "reservations",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body → same answer")),
+    request_body = CreateReservation,
+    responses(
+        (status = 201, description = "Held", body = Reservation, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown sku; `skus` lists them", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Insufficient stock; `items` lists each short item with its `available`", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid items or ttl, or Idempotency-Key reused with a different body", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Contention outlasted the retry budget, or the database is unreachable; see Retry-After", body = service_kit::Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create_reservation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<CreateReservation>,
+) -> Result<Response, InventoryError> {
+    let outcome = reserve(&state, &headers, body).await;
+    let label = match &outcome {
+        Ok(Reserved::Created(_)) => "created",
+        Ok(Reserved::Replayed { .. }) => "replayed",
+        Err(InventoryError::InsufficientStock(_)) => "insufficient_stock",
+        Err(InventoryError::Contention { .. }) => "contention",
+        Err(InventoryError::Unavailable(_)) => "unavailable",
+        Err(InventoryError::Database(_)) => "error",
+        Err(_) => "rejected",
+    };
+    metrics::counter!("inventory_reservations_total", "outcome" => label).increment(1);
+
+    Ok(match outcome? {
+        Reserved::Created(record) => created(
+            StatusCode::CREATED,
+            record.id,
+            Json(Reservation::from(record)).into_response(),
+        ),
+        Reserved::Replayed { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
+            let id = body["id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_default();
+            let mut response = created(status, id, Json(body).into_response());
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+    })
+}
+
+async fn reserve(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: CreateReservation,
+) -> Result<Reserved, InventoryError> {
+    let key = idempotency_key(headers)?;
+    let settings = state.reservations;
+    let fingerprint =
+        serde_json::to_value(&body).map_err(|_| Invalid("request is not serializable".into()))?;
+    let lines = body
+        .items
+        .iter()
+        .map(|item| {
+            Ok(ReservationLine {
+                sku: Sku::parse(&item.sku)?,
+                quantity: Quantity::parse(item.quantity)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Invalid>>()?;
+    let ttl = match body.ttl_seconds {
+        None => settings.default_ttl,
+        Some(secs @ 1..) if Duration::from_secs(secs.unsigned_abs()) <= settings.max_ttl => {
+            Duration::from_secs(secs.unsigned_abs())
+        }
+        Some(secs) => {
+            return Err(Invalid(format!(
+                "ttl_seconds must be between 1 and {} (got {secs})",
+                settings.max_ttl.as_secs()
+            ))
+            .into());
+        }
+    };
+    let request = NewReservation {
+        lines: ReservationLines::new(lines)?,
+        ttl_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+    };
+    let idempotency = key.map(|key| IdempotentRequest { key, fingerprint });
+    state
+        .store
+        .reserve(&request, idempotency, &settings.retry, |record| {
+            serde_json::to_value(Reservation::from(record.clone())).unwrap_or_default()
+        })
+        .await
+}
+
+/// The `Idempotency-Key` header: an sf-string or a bare token, 1–255 printable ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, InventoryError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let raw = value
+        .to_str()
+        .map_err(|_| InventoryError::InvalidIdempotencyKey("must be printable ASCII"))?
+        .trim();
+    let key = raw
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .unwrap_or(raw);
+    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        return Err(InventoryError::InvalidIdempotencyKey(
+            "must be 1-255 printable ASCII characters",
+        ));
+    }
+    Ok(Some(key))
+}
+
+fn created(status: StatusCode, id: Uuid, mut response: Response) -> Response {
+    *response.status_mut() = status;
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/reservations/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, InventoryError> {
+    raw.parse()
+        .map_err(|_| InventoryError::ReservationNotFound(raw.chars().take(64).collect()))
+}
+
+/// Read a reservation. A hold past its expiry reads as `expired`.
+#[utoipa::path(
+    get, path = "/v1/reservations/{id}", tag = "reservations",
+    params(("id" = Uuid, Path, description = "Reservation id")),
+    responses(
+        (status = 200, description = "The reservation", body = Reservation),
+        (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_reservation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Reservation>, InventoryError> {
+    let record = state.store.reservation(parse_id(&id)?).await?;
+    Ok(Json(record.into()))
+}
+
+/// Held → confirmed: the held units are sold.
+#[utoipa::path(
+    post, path = "/v1/reservations/{id}/confirm", tag = "reservations",
+    params(("id" = Uuid, Path, description = "Reservation id")),
+    responses(
+        (status = 200, description = "Confirmed (also when already confirmed)", body = Reservation),
+        (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Cancelled or expired", body = service_kit::Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn confirm_reservation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Reservation>, InventoryError> {
+    let record = state.store.confirm(parse_id(&id)?).await?;
+    Ok(Json(record.into()))
+}
+
+/// Held → cancelled: the held units go back to available. Idempotent.
+#[utoipa::path(
+    post, path = "/v1/reservations/{id}/cancel", tag = "reservations",
+    params(("id" = Uuid, Path, description = "Reservation id")),
+    responses(
+        (status = 200, description = "Cancelled (also when already cancelled)", body = Reservation),
+        (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Confirmed or expired", body = service_kit::Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn cancel_reservation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Reservation>, InventoryError> {
+    let record = state.store.cancel(parse_id(&id)?).await?;
+    Ok(Json(record.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_key(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            IDEMPOTENCY_KEY,
+            HeaderValue::from_str(value).expect("valid"),
+        );
+        headers
+    }
+
+    #[test]
+    fn idempotency_key_accepts_strings_and_tokens() {
+        assert_eq!(
+            idempotency_key(&with_key("\"abc-1\"")).ok().flatten(),
+            Some("abc-1")
+        );
+        assert_eq!(
+            idempotency_key(&with_key("abc-1")).ok().flatten(),
+            Some("abc-1")
+        );
+        assert!(
+            idempotency_key(&HeaderMap::new())
+                .expect("absent is fine")
+                .is_none()
+        );
+        assert!(idempotency_key(&with_key("\"\"")).is_err());
+        assert!(idempotency_key(&with_key(&"k".repeat(256))).is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! Domain values, each validated once at the edge and trusted after.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest quantity one reservation line may ask for.
+pub const MAX_QUANTITY: i64 = 1_000_000;
+/// Largest stock a product may be created with or restocked by at once.
+pub const MAX_STOCK: i64 = 1_000_000_000;
+/// Most lines one reservation may hold.
+pub const MAX_ITEMS: usize = 100;
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// A stock-keeping unit: 1–64 of `A-Z a-z 0-9 . _ -`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Sku(String);
+
+impl Sku {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let valid_chars = raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if raw.is_empty() || raw.len() > 64 || !valid_chars {
+            return Err(Invalid(format!(
+                "sku must be 1-64 characters of A-Z a-z 0-9 . _ - (got {} characters)",
+                raw.chars().count()
+            )));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A product's display name: 1–200 characters, not only whitespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductName(String);
+
+impl ProductName {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let length = raw.chars().count();
+        if raw.trim().is_empty() || length > 200 {
+            return Err(Invalid(format!(
+                "name must be 1-200 characters and not blank (got {length})"
+            )));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A positive number of units, at most [`MAX_QUANTITY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Quantity(i64);
+
+impl Quantity {
+    pub fn parse(raw: i64) -> Result<Self, Invalid> {
+        if !(1..=MAX_QUANTITY).contains(&raw) {
+            return Err(Invalid(format!(
+                "quantity must be between 1 and {MAX_QUANTITY} (got {raw})"
+            )));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// Units received into stock: `0..=MAX_STOCK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockLevel(i64);
+
+impl StockLevel {
+    pub fn parse(raw: i64, field: &str) -> Result<Self, Invalid> {
+        if !(0..=MAX_STOCK).contains(&raw) {
+            return Err(Invalid(format!(
+                "{field} must be between 0 and {MAX_STOCK} (got {raw})"
+            )));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// One line of a reservation request, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationLine {
+    pub sku: Sku,
+    pub quantity: Quantity,
+}
+
+/// The lines of a reservation: 1..=[`MAX_ITEMS`], one per sku, sorted by sku.
+///
+/// Sorting here is what makes every transaction lock product rows in the same
+/// order, so two reservations can never deadlock on each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationLines(Vec<ReservationLine>);
+
+impl ReservationLines {
+    pub fn new(mut lines: Vec<ReservationLine>) -> Result<Self, Invalid> {
+        if lines.is_empty() || lines.len() > MAX_ITEMS {
+            return Err(Invalid(format!(
+                "items must hold 1-{MAX_ITEMS} lines (got {})",
+                lines.len()
+            )));
+        }
+        lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+        if let Some(pair) = lines.windows(2).find(|w| w[0].sku == w[1].sku) {
+            return Err(Invalid(format!(
+                "sku '{}' appears more than once in items",
+                pair[0].sku
+            )));
+        }
+        Ok(Self(lines))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ReservationLine> {
+        self.0.iter()
+    }
+
+    pub fn skus(&self) -> Vec<String> {
+        self.0.iter().map(|l| l.sku.as_str().to_owned()).collect()
+    }
+
+    pub fn quantities(&self) -> Vec<i64> {
+        self.0.iter().map(|l| l.quantity.get()).collect()
+    }
+}
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReservationStatus {
+    /// Stock is set aside until `expires_at`.
+    Held,
+    /// Sold: the held stock moved to `sold`.
+    Confirmed,
+    /// Released by the client; stock back to `available`.
+    Cancelled,
+    /// Released by the sweeper after `expires_at`; stock back to `available`.
+    Expired,
+}
+
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Confirmed => "confirmed",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn from_db(raw: &str) -> Option<Self> {
+        match raw {
+            "held" => Some(Self::Held),
+            "confirmed" => Some(Self::Confirmed),
+            "cancelled" => Some(Self::Cancelled),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_accepts_the_documented_alphabet_only() {
+        assert!(Sku::parse("ABC-1.x_2").is_ok());
+        assert!(Sku::parse(&"a".repeat(64)).is_ok());
+        assert!(Sku::parse("").is_err());
+        assert!(Sku::parse(&"a".repeat(65)).is_err());
+        assert!(Sku::parse("a b").is_err());
+        assert!(Sku::parse("é").is_err());
+    }
+
+    #[test]
+    fn quantity_is_positive_and_bounded() {
+        assert!(Quantity::parse(1).is_ok());
+        assert!(Quantity::parse(MAX_QUANTITY).is_ok());
+        assert!(Quantity::parse(0).is_err());
+        assert!(Quantity::parse(-3).is_err());
+        assert!(Quantity::parse(MAX_QUANTITY + 1).is_err());
+    }
+
+    #[test]
+    fn name_must_not_be_blank_or_long() {
+        assert!(ProductName::parse("Widget").is_ok());
+        assert!(ProductName::parse("   ").is_err());
+        assert!(ProductName::parse(&"n".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn lines_are_sorted_and_unique() {
+        let line = |sku: &str| ReservationLine {
+            sku: Sku::parse(sku).expect("valid"),
+            quantity: Quantity::parse(1).expect("valid"),
+        };
+        let lines = ReservationLines::new(vec![line("b"), line("a"), line("c")]).expect("valid");
+        assert_eq!(lines.skus(), ["a", "b", "c"]);
+        assert!(ReservationLines::new(vec![line("a"), line("a")]).is_err());
+        assert!(ReservationLines::new(vec![]).is_err());
+    }
+}

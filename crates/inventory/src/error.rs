@@ -1,0 +1,153 @@
+//! The one error type of the inventory service and the problem each becomes.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use service_kit::Problem;
+
+use crate::domain::{Invalid, ReservationStatus};
+
+/// A line the store could not fill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ShortItem {
+    pub sku: String,
+    pub requested: i64,
+    pub available: i64,
+}
+
+/// Everything that can go wrong in the inventory service.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("no product with sku '{0}'")]
+    ProductNotFound(String),
+    #[error("unknown skus: {0:?}")]
+    UnknownSkus(Vec<String>),
+    #[error("a product with sku '{0}' already exists")]
+    DuplicateSku(String),
+    #[error("If-Match is required to update a product")]
+    PreconditionRequired,
+    #[error("If-Match does not match the current version {current_version}")]
+    VersionMismatch { current_version: i64 },
+    #[error("insufficient stock")]
+    InsufficientStock(Vec<ShortItem>),
+    #[error("no reservation with id '{0}'")]
+    ReservationNotFound(String),
+    #[error("reservation is {status:?}; it cannot be {action}")]
+    ReservationState {
+        status: ReservationStatus,
+        action: &'static str,
+    },
+    #[error("contention outlasted the retry budget of {attempts} attempts")]
+    Contention { attempts: u32 },
+    #[error("Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("invalid Idempotency-Key: {0}")]
+    InvalidIdempotencyKey(&'static str),
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for InventoryError {
+    fn from(error: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &error {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) => Self::Unavailable(error),
+            // admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away.
+            E::Database(db)
+                if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03")) =>
+            {
+                Self::Unavailable(error)
+            }
+            _ => Self::Database(error),
+        }
+    }
+}
+
+/// How long a client should wait before retrying a `503`, in seconds.
+const RETRY_AFTER_SECS: u64 = 1;
+
+impl From<InventoryError> for Problem {
+    fn from(error: InventoryError) -> Self {
+        let detail = error.to_string();
+        match error {
+            InventoryError::Invalid(_) => Problem::validation(detail),
+            InventoryError::BadQuery(_) => Problem::bad_request(detail),
+            InventoryError::ProductNotFound(_) | InventoryError::ReservationNotFound(_) => {
+                Problem::not_found(detail)
+            }
+            InventoryError::UnknownSkus(skus) => {
+                Problem::new(StatusCode::NOT_FOUND, "unknown-sku", "Unknown SKU")
+                    .with_detail("some items name products that do not exist")
+                    .with_extension("skus", skus)
+            }
+            InventoryError::DuplicateSku(_) => {
+                Problem::new(StatusCode::CONFLICT, "duplicate-sku", "Duplicate SKU")
+                    .with_detail(detail)
+            }
+            InventoryError::PreconditionRequired => Problem::new(
+                StatusCode::PRECONDITION_REQUIRED,
+                "precondition-required",
+                "Precondition Required",
+            )
+            .with_detail("send If-Match with the product's ETag to update it"),
+            InventoryError::VersionMismatch { current_version } => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "stale-version",
+                "Stale Version",
+            )
+            .with_detail(detail)
+            .with_extension("current_version", current_version),
+            InventoryError::InsufficientStock(items) => Problem::new(
+                StatusCode::CONFLICT,
+                "insufficient-stock",
+                "Insufficient Stock",
+            )
+            .with_detail("not enough stock for every item; nothing was reserved")
+            .with_extension("items", items),
+            InventoryError::ReservationState { status, .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "reservation-state",
+                "Reservation State Conflict",
+            )
+            .with_detail(detail)
+            .with_extension("reservation_status", status),
+            InventoryError::Contention { attempts } => Problem::unavailable(
+                "the stock is too contended right now; retry shortly",
+                RETRY_AFTER_SECS,
+            )
+            .with_extension("attempts", attempts),
+            InventoryError::IdempotencyKeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency Key Reused",
+            )
+            .with_detail(detail),
+            InventoryError::InvalidIdempotencyKey(_) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-idempotency-key",
+                "Invalid Idempotency Key",
+            )
+            .with_detail(detail),
+            InventoryError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                Problem::unavailable(
+                    "the inventory database is unreachable; retry shortly",
+                    RETRY_AFTER_SECS,
+                )
+            }
+            InventoryError::Database(cause) => Problem::internal(&cause),
+        }
+    }
+}
+
+impl IntoResponse for InventoryError {
+    fn into_response(self) -> Response {
+        Problem::from(self).into_response()
+    }
+}

@@ -1,0 +1,415 @@
+//! Reservations: hold stock with optimistic locking, confirm, cancel, read.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sqlx::{PgConnection, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::expiry::release_holds;
+use super::{ExpiryScope, PgStore, ReservationRecord, is_retryable};
+use crate::domain::{ReservationLines, ReservationStatus};
+use crate::error::{InventoryError, ShortItem};
+
+/// The idempotency scope of `POST /v1/reservations`.
+const RESERVATIONS_SCOPE: &str = "POST /v1/reservations";
+
+/// How hard a reservation tries before giving up with `503`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts of the whole transaction, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles each time, with full jitter.
+    pub base_backoff: Duration,
+    /// Ceiling of one backoff.
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// A random wait in `[0, min(max, base * 2^(attempt-1))]` ("full jitter"),
+    /// so that the losers of one round do not collide again in the next.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exponential = self
+            .base_backoff
+            .saturating_mul(1 << attempt.min(16).saturating_sub(1));
+        let ceiling = exponential.min(self.max_backoff);
+        let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(rand::rng().random_range(0..=micros))
+    }
+}
+
+/// A validated reservation request.
+#[derive(Debug, Clone)]
+pub struct NewReservation {
+    pub lines: ReservationLines,
+    pub ttl_seconds: i64,
+}
+
+/// The outcome of [`PgStore::reserve`].
+#[derive(Debug, Clone)]
+pub enum Reserved {
+    /// A new hold, with the response body recorded for its idempotency key.
+    Created(ReservationRecord),
+    /// A retry of an earlier request with the same key: its original answer.
+    Replayed {
+        status: u16,
+        body: serde_json::Value,
+    },
+}
+
+/// An idempotency key and the request it arrived with.
+#[derive(Debug, Clone)]
+pub struct IdempotentRequest<'a> {
+    pub key: &'a str,
+    /// The request, normalised, to tell a retry from a different request.
+    pub fingerprint: serde_json::Value,
+}
+
+/// What one attempt of the reservation transaction came to.
+enum Attempt {
+    Done(Reserved),
+    /// A concurrent writer changed a product between our read and our write.
+    Conflict,
+}
+
+impl PgStore {
+    /// Holds stock for every line or for none.
+    ///
+    /// Optimistic locking: read `(available, version)` of each product, then
+    /// `UPDATE … WHERE sku = $1 AND version = $2`; if any row changed in between,
+    /// roll the whole transaction back and retry after a jittered backoff, up
+    /// to the policy's budget. `render` produces the response body that is
+    /// stored for `idempotency`, in the same transaction as the hold.
+    #[tracing::instrument(skip_all, fields(lines = request.lines.skus().len()))]
+    pub async fn reserve(
+        &self,
+        request: &NewReservation,
+        idempotency: Option<IdempotentRequest<'_>>,
+        policy: &RetryPolicy,
+        render: impl Fn(&ReservationRecord) -> serde_json::Value,
+    ) -> Result<Reserved, InventoryError> {
+        let started = Instant::now();
+        // One connection for every attempt: queueing for the pool again after
+        // each conflict would put the request behind everyone else.
+        let mut conn = self.pool.acquire().await?;
+        let mut attempt = 1;
+        let outcome = loop {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            match reserve_once(&mut tx, request, idempotency.as_ref(), &render).await {
+                Ok(Attempt::Done(reserved)) => {
+                    tx.commit().await?;
+                    break Ok(reserved);
+                }
+                // Roll back now, not when the connection is next used: an open
+                // transaction sleeping through the backoff would hold its locks.
+                Ok(Attempt::Conflict) => tx.rollback().await?,
+                Err(InventoryError::Database(error)) if is_retryable(&error) => {
+                    tx.rollback().await?
+                }
+                Err(error) => {
+                    tx.rollback().await?;
+                    break Err(error);
+                }
+            }
+            metrics::counter!("inventory_reservation_conflicts_total").increment(1);
+            if attempt >= policy.max_attempts {
+                break Err(InventoryError::Contention {
+                    attempts: policy.max_attempts,
+                });
+            }
+            tokio::time::sleep(policy.backoff(attempt)).await;
+            attempt += 1;
+            metrics::counter!("inventory_reservation_retries_total").increment(1);
+        };
+        metrics::histogram!("inventory_transaction_duration_seconds", "operation" => "reserve")
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Reads a reservation; a hold past its expiry reads as `expired`.
+    #[tracing::instrument(skip(self))]
+    pub async fn reservation(&self, id: Uuid) -> Result<ReservationRecord, InventoryError> {
+        let mut conn = self.pool.acquire().await?;
+        load_reservation(&mut conn, id, false)
+            .await?
+            .ok_or_else(|| InventoryError::ReservationNotFound(id.to_string()))
+    }
+
+    /// Held → confirmed: the held stock becomes sold. Confirming a confirmed
+    /// reservation answers it again; a cancelled or expired one is a conflict.
+    #[tracing::instrument(skip(self))]
+    pub async fn confirm(&self, id: Uuid) -> Result<ReservationRecord, InventoryError> {
+        self.finish(id, Finish::Confirm).await
+    }
+
+    /// Held → cancelled: the held stock goes back to available. Cancelling a
+    /// cancelled reservation answers it again; a confirmed or expired one is a conflict.
+    #[tracing::instrument(skip(self))]
+    pub async fn cancel(&self, id: Uuid) -> Result<ReservationRecord, InventoryError> {
+        self.finish(id, Finish::Cancel).await
+    }
+
+    async fn finish(&self, id: Uuid, finish: Finish) -> Result<ReservationRecord, InventoryError> {
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        // A hold past its expiry is released now, so it answers as expired.
+        let expired_now = ExpiryScope::Reservation(id).release(&mut tx).await? > 0;
+        if expired_now {
+            tx.commit().await?;
+            tx = self.pool.begin().await?;
+        }
+        let Some(record) = load_reservation(&mut tx, id, true).await? else {
+            return Err(InventoryError::ReservationNotFound(id.to_string()));
+        };
+        let (target, action) = match finish {
+            Finish::Confirm => (ReservationStatus::Confirmed, "confirmed"),
+            Finish::Cancel => (ReservationStatus::Cancelled, "cancelled"),
+        };
+        if record.status == target {
+            return Ok(record);
+        }
+        if record.status != ReservationStatus::Held {
+            return Err(InventoryError::ReservationState {
+                status: record.status,
+                action,
+            });
+        }
+        match finish {
+            Finish::Confirm => sell_hold(&mut tx, id).await?,
+            Finish::Cancel => release_holds(&mut tx, &[id], "cancelled").await?,
+        }
+        tx.commit().await?;
+        metrics::histogram!("inventory_transaction_duration_seconds", "operation" => action)
+            .record(started.elapsed().as_secs_f64());
+        Ok(ReservationRecord {
+            status: target,
+            ..record
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Finish {
+    Confirm,
+    Cancel,
+}
+
+/// One attempt of the reservation transaction; the caller commits or rolls back.
+async fn reserve_once(
+    tx: &mut Transaction<'_, Postgres>,
+    request: &NewReservation,
+    idempotency: Option<&IdempotentRequest<'_>>,
+    render: &impl Fn(&ReservationRecord) -> serde_json::Value,
+) -> Result<Attempt, InventoryError> {
+    if let Some(idem) = idempotency {
+        // Claim the key. A concurrent request holding it makes this INSERT wait
+        // for that transaction's outcome: committed → we replay its answer;
+        // rolled back → the key is ours.
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, request, status_code, response_body)
+             VALUES ($1, $2, $3, 0, 'null')
+             ON CONFLICT (scope, key) DO NOTHING",
+        )
+        .bind(RESERVATIONS_SCOPE)
+        .bind(idem.key)
+        .bind(&idem.fingerprint)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            let (same, status, body): (bool, i16, serde_json::Value) = sqlx::query_as(
+                "SELECT request = $3, status_code, response_body
+                 FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            )
+            .bind(RESERVATIONS_SCOPE)
+            .bind(idem.key)
+            .bind(&idem.fingerprint)
+            .fetch_one(&mut **tx)
+            .await?;
+            if !same {
+                return Err(InventoryError::IdempotencyKeyReused);
+            }
+            return Ok(Attempt::Done(Reserved::Replayed {
+                status: u16::try_from(status).unwrap_or(201),
+                body,
+            }));
+        }
+    }
+
+    let skus = request.lines.skus();
+    ExpiryScope::Skus(&skus).release(tx).await?;
+
+    let stock: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT sku, available, version FROM products WHERE sku = ANY($1) ORDER BY sku",
+    )
+    .bind(&skus)
+    .fetch_all(&mut **tx)
+    .await?;
+    if stock.len() != skus.len() {
+        let missing = skus
+            .iter()
+            .filter(|sku| !stock.iter().any(|(found, _, _)| found == *sku))
+            .cloned()
+            .collect();
+        return Err(InventoryError::UnknownSkus(missing));
+    }
+    // Both lists are in sku order.
+    let short: Vec<ShortItem> = request
+        .lines
+        .iter()
+        .zip(&stock)
+        .filter(|(line, (_, available, _))| line.quantity.get() > *available)
+        .map(|(line, (sku, available, _))| ShortItem {
+            sku: sku.clone(),
+            requested: line.quantity.get(),
+            available: *available,
+        })
+        .collect();
+    if !short.is_empty() {
+        return Err(InventoryError::InsufficientStock(short));
+    }
+
+    for (line, (sku, _, version)) in request.lines.iter().zip(&stock) {
+        let updated = sqlx::query(
+            "UPDATE products
+             SET available = available - $3, reserved = reserved + $3,
+                 version = version + 1, updated_at = now()
+             WHERE sku = $1 AND version = $2",
+        )
+        .bind(sku)
+        .bind(version)
+        .bind(line.quantity.get())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(Attempt::Conflict);
+        }
+    }
+
+    let id = Uuid::now_v7();
+    let (created_at, expires_at): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "INSERT INTO reservations (id, status, expires_at)
+         VALUES ($1, 'held', now() + make_interval(secs => $2))
+         RETURNING created_at, expires_at",
+    )
+    .bind(id)
+    .bind(request.ttl_seconds as f64)
+    .fetch_one(&mut **tx)
+    .await?;
+    let quantities = request.lines.quantities();
+    sqlx::query(
+        "INSERT INTO reservation_items (reservation_id, sku, quantity)
+         SELECT $1, * FROM UNNEST($2::TEXT[], $3::BIGINT[])",
+    )
+    .bind(id)
+    .bind(&skus)
+    .bind(&quantities)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO stock_ledger (sku, kind, quantity, reservation_id)
+         SELECT sku, 'reserved', quantity, $1 FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS l(sku, quantity)",
+    )
+    .bind(id)
+    .bind(&skus)
+    .bind(&quantities)
+    .execute(&mut **tx)
+    .await?;
+
+    let record = ReservationRecord {
+        id,
+        status: ReservationStatus::Held,
+        items: skus.into_iter().zip(quantities).collect(),
+        created_at,
+        expires_at,
+    };
+    if let Some(idem) = idempotency {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status_code = 201, response_body = $3
+             WHERE scope = $1 AND key = $2",
+        )
+        .bind(RESERVATIONS_SCOPE)
+        .bind(idem.key)
+        .bind(render(&record))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(Attempt::Done(Reserved::Created(record)))
+}
+
+/// Moves a locked hold's stock from reserved to sold.
+async fn sell_hold(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    let lines: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, quantity FROM reservation_items WHERE reservation_id = $1 ORDER BY sku",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (sku, quantity) in &lines {
+        sqlx::query(
+            "UPDATE products
+             SET reserved = reserved - $2, sold = sold + $2,
+                 version = version + 1, updated_at = now()
+             WHERE sku = $1",
+        )
+        .bind(sku)
+        .bind(quantity)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO stock_ledger (sku, kind, quantity, reservation_id)
+         SELECT sku, 'sold', quantity, reservation_id FROM reservation_items
+         WHERE reservation_id = $1 ORDER BY sku",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE reservations SET status = 'confirmed', updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Loads a reservation and its lines; `lock` takes the row lock first.
+async fn load_reservation(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<ReservationRecord>, sqlx::Error> {
+    let query = if lock {
+        "SELECT status, created_at, expires_at, expires_at <= now() FROM reservations WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT status, created_at, expires_at, expires_at <= now() FROM reservations WHERE id = $1"
+    };
+    let row: Option<(String, DateTime<Utc>, DateTime<Utc>, bool)> = sqlx::query_as(query)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((status, created_at, expires_at, past_expiry)) = row else {
+        return Ok(None);
+    };
+    let mut status = ReservationStatus::from_db(&status).ok_or_else(|| {
+        sqlx::Error::Decode(format!("unknown reservation status '{status}'").into())
+    })?;
+    if status == ReservationStatus::Held && past_expiry {
+        status = ReservationStatus::Expired;
+    }
+    let items = sqlx::query_as(
+        "SELECT sku, quantity FROM reservation_items WHERE reservation_id = $1 ORDER BY sku",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some(ReservationRecord {
+        id,
+        status,
+        items,
+        created_at,
+        expires_at,
+    }))
+}
