@@ -166,3 +166,38 @@ pub struct Counters {
     pub reserved: i64,
     pub sold: i64,
 }
+
+/// The reservation strategies the inventory service can run with.
+pub const STRATEGIES: [&str; 3] = ["optimistic", "pessimistic", "guarded"];
+
+impl InventoryApp {
+    /// Spawns the service with `strategy` on a fresh database.
+    pub async fn spawn_with_strategy(strategy: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--reservation-strategy", strategy];
+        args.extend_from_slice(extra);
+        Self::spawn(&args).await
+    }
+}
+
+/// Runs an `async fn scenario(strategy: &str)` once per reservation strategy,
+/// as three tests named `scenario::optimistic`, `scenario::pessimistic` and
+/// `scenario::guarded`: every guarantee must hold whichever is configured.
+#[macro_export]
+macro_rules! per_strategy {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn optimistic() {
+                super::$scenario("optimistic").await
+            }
+            #[tokio::test]
+            async fn pessimistic() {
+                super::$scenario("pessimistic").await
+            }
+            #[tokio::test]
+            async fn guarded() {
+                super::$scenario("guarded").await
+            }
+        }
+    )+};
+}

@@ -105,9 +105,8 @@ async fn updates_need_the_current_etag() {
     app.assert_ledger_replays().await;
 }
 
-#[tokio::test]
-async fn a_reservation_is_held_confirmed_or_cancelled() {
-    let app = InventoryApp::spawn(&[]).await;
+async fn a_reservation_is_held_confirmed_or_cancelled(strategy: &str) {
+    let app = InventoryApp::spawn_with_strategy(strategy, &[]).await;
     app.create_product("A", 10).await;
 
     let held = app.reserve(&[("A", 3)], None).await;
@@ -192,9 +191,8 @@ async fn a_reservation_is_held_confirmed_or_cancelled() {
     app.assert_ledger_replays().await;
 }
 
-#[tokio::test]
-async fn a_multi_item_reservation_that_cannot_be_filled_changes_nothing() {
-    let app = InventoryApp::spawn(&[]).await;
+async fn a_multi_item_reservation_that_cannot_be_filled_changes_nothing(strategy: &str) {
+    let app = InventoryApp::spawn_with_strategy(strategy, &[]).await;
     app.create_product("A", 10).await;
     app.create_product("B", 1).await;
     app.create_product("C", 4).await;
@@ -273,9 +271,8 @@ async fn the_ledger_pages_newest_first() {
     problem(app.get("/v1/products/NOPE/ledger").await, 404).await;
 }
 
-#[tokio::test]
-async fn bad_input_is_a_problem_and_changes_nothing() {
-    let app = InventoryApp::spawn(&[]).await;
+async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
+    let app = InventoryApp::spawn_with_strategy(strategy, &[]).await;
     app.create_product("A", 10).await;
     let raw = |body: &'static str| {
         app.client
@@ -406,3 +403,9 @@ async fn bad_input_is_a_problem_and_changes_nothing() {
     assert_eq!((reservations, products), (0, 1));
     app.assert_ledger_replays().await;
 }
+
+e2e::per_strategy!(
+    a_reservation_is_held_confirmed_or_cancelled,
+    a_multi_item_reservation_that_cannot_be_filled_changes_nothing,
+    bad_input_is_a_problem_and_changes_nothing
+);

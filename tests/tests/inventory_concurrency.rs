@@ -23,9 +23,8 @@ async fn race(app: &InventoryApp, sku: &str, quantities: &[i64]) -> Vec<(u16, i6
     join_all(buyers).await
 }
 
-#[tokio::test]
-async fn flash_sale_of_single_units_sells_exactly_the_stock() {
-    let app = InventoryApp::spawn(RACE_FLAGS).await;
+async fn flash_sale_of_single_units_sells_exactly_the_stock(strategy: &str) {
+    let app = InventoryApp::spawn_with_strategy(strategy, RACE_FLAGS).await;
     app.create_product("FLASH", 50).await;
 
     let outcomes = race(&app, "FLASH", &[1; 500]).await;
@@ -61,9 +60,8 @@ async fn flash_sale_of_single_units_sells_exactly_the_stock() {
     app.assert_ledger_replays().await;
 }
 
-#[tokio::test]
-async fn flash_sale_of_mixed_quantities_never_oversells() {
-    let app = InventoryApp::spawn(RACE_FLAGS).await;
+async fn flash_sale_of_mixed_quantities_never_oversells(strategy: &str) {
+    let app = InventoryApp::spawn_with_strategy(strategy, RACE_FLAGS).await;
     app.create_product("MIXED", 50).await;
     let quantities: Vec<i64> = (0..500).map(|i| (i % 3) + 1).collect();
 
@@ -102,9 +100,8 @@ async fn flash_sale_of_mixed_quantities_never_oversells() {
     app.assert_ledger_replays().await;
 }
 
-#[tokio::test]
-async fn concurrent_duplicates_with_one_idempotency_key_create_one_reservation() {
-    let app = InventoryApp::spawn(RACE_FLAGS).await;
+async fn concurrent_duplicates_with_one_idempotency_key_create_one_reservation(strategy: &str) {
+    let app = InventoryApp::spawn_with_strategy(strategy, RACE_FLAGS).await;
     app.create_product("IDEM", 100).await;
 
     let attempts = (0..50).map(|_| async {
@@ -149,3 +146,9 @@ async fn concurrent_duplicates_with_one_idempotency_key_create_one_reservation()
     assert_eq!(app.counters("IDEM").await.reserved, 2);
     app.assert_ledger_replays().await;
 }
+
+e2e::per_strategy!(
+    flash_sale_of_single_units_sells_exactly_the_stock,
+    flash_sale_of_mixed_quantities_never_oversells,
+    concurrent_duplicates_with_one_idempotency_key_create_one_reservation
+);

@@ -33,9 +33,8 @@ async fn hold(app: &InventoryApp, sku: &str, quantity: i64, ttl_seconds: i64) ->
     body["id"].as_str().expect("id").to_owned()
 }
 
-#[tokio::test]
-async fn the_sweeper_releases_a_one_second_hold() {
-    let app = InventoryApp::spawn(&["--sweeper-interval-ms", "200"]).await;
+async fn the_sweeper_releases_a_one_second_hold(strategy: &str) {
+    let app = InventoryApp::spawn_with_strategy(strategy, &["--sweeper-interval-ms", "200"]).await;
     app.create_product("EXP", 5).await;
     let id = hold(&app, "EXP", 2, 1).await;
     let uuid: uuid::Uuid = id.parse().expect("uuid");
@@ -80,10 +79,10 @@ async fn the_sweeper_releases_a_one_second_hold() {
     app.assert_ledger_replays().await;
 }
 
-#[tokio::test]
-async fn reads_never_count_an_expired_hold_even_before_the_sweeper_runs() {
+async fn reads_never_count_an_expired_hold_even_before_the_sweeper_runs(strategy: &str) {
     // A sweeper that effectively never runs during the test.
-    let app = InventoryApp::spawn(&["--sweeper-interval-ms", "3600000"]).await;
+    let app =
+        InventoryApp::spawn_with_strategy(strategy, &["--sweeper-interval-ms", "3600000"]).await;
     app.create_product("LAZY", 3).await;
     let id = hold(&app, "LAZY", 3, 1).await;
     assert_eq!(
@@ -127,3 +126,8 @@ async fn reads_never_count_an_expired_hold_even_before_the_sweeper_runs() {
     assert_eq!(app.reserve(&[("LAZY", 3)], None).await.status(), 201);
     app.assert_ledger_replays().await;
 }
+
+e2e::per_strategy!(
+    the_sweeper_releases_a_one_second_hold,
+    reads_never_count_an_expired_hold_even_before_the_sweeper_runs
+);

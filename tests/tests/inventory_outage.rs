@@ -15,8 +15,7 @@ use sqlx::{Connection, PgConnection};
 /// pool's acquire timeout (1 s here), i.e. the service did not hang.
 const PROMPT: Duration = Duration::from_secs(5);
 
-#[tokio::test]
-async fn requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after() {
+async fn requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after(strategy: &str) {
     let pg = PgInstance::start().await;
     let mut admin = PgConnection::connect(&pg.url("postgres"))
         .await
@@ -29,7 +28,12 @@ async fn requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after(
 
     let app = InventoryApp::spawn_on(
         &pg.url("inventory"),
-        &["--database-acquire-timeout-ms", "1000"],
+        &[
+            "--database-acquire-timeout-ms",
+            "1000",
+            "--reservation-strategy",
+            strategy,
+        ],
     )
     .await;
     app.create_product("CP", 100).await;
@@ -98,3 +102,5 @@ async fn requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after(
     );
     app.assert_ledger_replays().await;
 }
+
+e2e::per_strategy!(requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after);

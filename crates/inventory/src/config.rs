@@ -6,7 +6,7 @@ use std::time::Duration;
 use service_kit::config::{HttpConfig, TelemetryConfig};
 
 use crate::api::ReservationSettings;
-use crate::store::RetryPolicy;
+use crate::store::{ContentionPolicy, LockingStrategy};
 use crate::sweeper::SweeperSettings;
 
 /// Everything the inventory service reads at start-up.
@@ -44,6 +44,12 @@ pub struct Config {
     /// The longest hold a request may ask for, in seconds.
     #[arg(long, env = "RESERVATION_MAX_TTL_SECS", default_value_t = 3600)]
     pub reservation_max_ttl_secs: u64,
+
+    /// How concurrent reservations of one product are kept apart:
+    /// `optimistic` (version compare-and-set + retry), `pessimistic`
+    /// (`SELECT … FOR UPDATE`) or `guarded` (`UPDATE … WHERE available >= q`).
+    #[arg(long, env = "RESERVATION_STRATEGY", value_enum, default_value_t = LockingStrategy::Optimistic)]
+    pub reservation_strategy: LockingStrategy,
 
     /// Attempts of a reservation transaction under contention before `503`.
     #[arg(long, env = "RESERVATION_MAX_ATTEMPTS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -85,7 +91,8 @@ impl Config {
         ReservationSettings {
             default_ttl: Duration::from_secs(self.reservation_default_ttl_secs),
             max_ttl: Duration::from_secs(self.reservation_max_ttl_secs),
-            retry: RetryPolicy {
+            contention: ContentionPolicy {
+                strategy: self.reservation_strategy,
                 max_attempts: self.reservation_max_attempts,
                 base_backoff: Duration::from_millis(self.reservation_backoff_base_ms),
                 max_backoff: Duration::from_millis(self.reservation_backoff_max_ms),

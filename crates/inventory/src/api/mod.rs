@@ -8,7 +8,7 @@ use std::time::Duration;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::store::{PgStore, RetryPolicy};
+use crate::store::{ContentionPolicy, PgStore};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ pub struct AppState {
 pub struct ReservationSettings {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
-    pub retry: RetryPolicy,
+    pub contention: ContentionPolicy,
 }
 
 #[derive(OpenApi)]

@@ -174,7 +174,7 @@ async fn reserve(
     let idempotency = key.map(|key| IdempotentRequest { key, fingerprint });
     state
         .store
-        .reserve(&request, idempotency, &settings.retry, |record| {
+        .reserve(&request, idempotency, &settings.contention, |record| {
             serde_json::to_value(Reservation::from(record.clone())).unwrap_or_default()
         })
         .await

@@ -6,9 +6,11 @@
 mod expiry;
 mod products;
 mod reservations;
+mod strategy;
 
 pub use expiry::ExpiryScope;
-pub use reservations::{IdempotentRequest, NewReservation, Reserved, RetryPolicy};
+pub use reservations::{ContentionPolicy, IdempotentRequest, NewReservation, Reserved};
+pub use strategy::LockingStrategy;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;

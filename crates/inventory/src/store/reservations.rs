@@ -8,16 +8,19 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::expiry::release_holds;
+use super::strategy::{LockingStrategy, Taken, take_stock};
 use super::{ExpiryScope, PgStore, ReservationRecord, is_retryable};
 use crate::domain::{ReservationLines, ReservationStatus};
-use crate::error::{InventoryError, ShortItem};
+use crate::error::InventoryError;
 
 /// The idempotency scope of `POST /v1/reservations`.
 const RESERVATIONS_SCOPE: &str = "POST /v1/reservations";
 
-/// How hard a reservation tries before giving up with `503`.
+/// How a reservation takes stock, and how hard it tries before giving up with `503`.
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub struct ContentionPolicy {
+    /// How concurrent reservations of one product are kept apart.
+    pub strategy: LockingStrategy,
     /// Attempts of the whole transaction, the first included.
     pub max_attempts: u32,
     /// Backoff before the second attempt; doubles each time, with full jitter.
@@ -26,7 +29,7 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
 }
 
-impl RetryPolicy {
+impl ContentionPolicy {
     /// A random wait in `[0, min(max, base * 2^(attempt-1))]` ("full jitter"),
     /// so that the losers of one round do not collide again in the next.
     fn backoff(&self, attempt: u32) -> Duration {
@@ -76,17 +79,17 @@ enum Attempt {
 impl PgStore {
     /// Holds stock for every line or for none.
     ///
-    /// Optimistic locking: read `(available, version)` of each product, then
-    /// `UPDATE … WHERE sku = $1 AND version = $2`; if any row changed in between,
-    /// roll the whole transaction back and retry after a jittered backoff, up
-    /// to the policy's budget. `render` produces the response body that is
+    /// The policy's [`LockingStrategy`] takes the stock (optimistic by
+    /// default: read `(available, version)`, then `UPDATE … WHERE sku = $1 AND
+    /// version = $2`). When a concurrent writer wins, the whole transaction is
+    /// rolled back and retried after a jittered backoff, up to the policy's budget. `render` produces the response body that is
     /// stored for `idempotency`, in the same transaction as the hold.
     #[tracing::instrument(skip_all, fields(lines = request.lines.skus().len()))]
     pub async fn reserve(
         &self,
         request: &NewReservation,
         idempotency: Option<IdempotentRequest<'_>>,
-        policy: &RetryPolicy,
+        policy: &ContentionPolicy,
         render: impl Fn(&ReservationRecord) -> serde_json::Value,
     ) -> Result<Reserved, InventoryError> {
         let started = Instant::now();
@@ -96,7 +99,7 @@ impl PgStore {
         let mut attempt = 1;
         let outcome = loop {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            match reserve_once(&mut tx, request, idempotency.as_ref(), &render).await {
+            match reserve_once(&mut tx, request, idempotency.as_ref(), policy, &render).await {
                 Ok(Attempt::Done(reserved)) => {
                     tx.commit().await?;
                     break Ok(reserved);
@@ -112,7 +115,7 @@ impl PgStore {
                     break Err(error);
                 }
             }
-            metrics::counter!("inventory_reservation_conflicts_total").increment(1);
+            metrics::counter!("inventory_reservation_conflicts_total", "strategy" => policy.strategy.as_str()).increment(1);
             if attempt >= policy.max_attempts {
                 break Err(InventoryError::Contention {
                     attempts: policy.max_attempts,
@@ -120,9 +123,9 @@ impl PgStore {
             }
             tokio::time::sleep(policy.backoff(attempt)).await;
             attempt += 1;
-            metrics::counter!("inventory_reservation_retries_total").increment(1);
+            metrics::counter!("inventory_reservation_retries_total", "strategy" => policy.strategy.as_str()).increment(1);
         };
-        metrics::histogram!("inventory_transaction_duration_seconds", "operation" => "reserve")
+        metrics::histogram!("inventory_transaction_duration_seconds", "operation" => "reserve", "strategy" => policy.strategy.as_str())
             .record(started.elapsed().as_secs_f64());
         outcome
     }
@@ -200,6 +203,7 @@ async fn reserve_once(
     tx: &mut Transaction<'_, Postgres>,
     request: &NewReservation,
     idempotency: Option<&IdempotentRequest<'_>>,
+    policy: &ContentionPolicy,
     render: &impl Fn(&ReservationRecord) -> serde_json::Value,
 ) -> Result<Attempt, InventoryError> {
     if let Some(idem) = idempotency {
@@ -241,52 +245,8 @@ async fn reserve_once(
     let skus = request.lines.skus();
     ExpiryScope::Skus(&skus).release(tx).await?;
 
-    let stock: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT sku, available, version FROM products WHERE sku = ANY($1) ORDER BY sku",
-    )
-    .bind(&skus)
-    .fetch_all(&mut **tx)
-    .await?;
-    if stock.len() != skus.len() {
-        let missing = skus
-            .iter()
-            .filter(|sku| !stock.iter().any(|(found, _, _)| found == *sku))
-            .cloned()
-            .collect();
-        return Err(InventoryError::UnknownSkus(missing));
-    }
-    // Both lists are in sku order.
-    let short: Vec<ShortItem> = request
-        .lines
-        .iter()
-        .zip(&stock)
-        .filter(|(line, (_, available, _))| line.quantity.get() > *available)
-        .map(|(line, (sku, available, _))| ShortItem {
-            sku: sku.clone(),
-            requested: line.quantity.get(),
-            available: *available,
-        })
-        .collect();
-    if !short.is_empty() {
-        return Err(InventoryError::InsufficientStock(short));
-    }
-
-    for (line, (sku, _, version)) in request.lines.iter().zip(&stock) {
-        let updated = sqlx::query(
-            "UPDATE products
-             SET available = available - $3, reserved = reserved + $3,
-                 version = version + 1, updated_at = now()
-             WHERE sku = $1 AND version = $2",
-        )
-        .bind(sku)
-        .bind(version)
-        .bind(line.quantity.get())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Ok(Attempt::Conflict);
-        }
+    if take_stock(tx, &request.lines, policy.strategy).await? == Taken::Conflict {
+        return Ok(Attempt::Conflict);
     }
 
     let id = Uuid::now_v7();
