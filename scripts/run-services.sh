@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 bin_dir="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
-services=(inventory timeline)
+services=(inventory timeline timeline-worker)
 
 pids=()
 stop_all() {

@@ -79,3 +79,22 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .expect("build HTTP client")
 }
+pub mod timeline_app;
+
+/// A binary of this workspace (`capctl`, `timeline-worker`, …), built next to
+/// the test executable. `make test` builds every binary first.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let test_exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = test_exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test executable lives in target/<profile>/deps");
+    let binary = profile_dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build the workspace's binaries first (`cargo build --workspace --bins`, which `make test` does)",
+        binary.display()
+    );
+    binary
+}

@@ -1,10 +1,17 @@
-//! Configuration of the timeline service: flags, each with an environment variable.
+//! Configuration of the timeline API and of the fan-out worker: flags, each
+//! with an environment variable and a documented default.
+//!
+//! The two binaries share the groups that must agree between them
+//! ([`CassandraConfig`], [`StreamConfig`], [`FeedConfig`]); a process that
+//! buckets or expires rows differently from its peers would write rows the
+//! others cannot find.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use service_kit::config::{HttpConfig, TelemetryConfig};
 
-/// Everything the timeline service reads at start-up.
+/// Everything the timeline API reads at start-up.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "timeline", version, about = "The AP timeline service")]
 pub struct Config {
@@ -12,6 +19,59 @@ pub struct Config {
     #[arg(long, env = "TIMELINE_ADDR", default_value = "127.0.0.1:8082")]
     pub addr: SocketAddr,
 
+    #[command(flatten)]
+    pub cassandra: CassandraConfig,
+
+    #[command(flatten)]
+    pub stream: StreamConfig,
+
+    #[command(flatten)]
+    pub feed: FeedConfig,
+
+    #[command(flatten)]
+    pub outbox: OutboxConfig,
+
+    #[command(flatten)]
+    pub http: HttpConfig,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Everything the fan-out worker reads at start-up.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "timeline-worker",
+    version,
+    about = "Fans timeline posts out to followers"
+)]
+pub struct WorkerConfig {
+    /// Address of the worker's own `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "TIMELINE_WORKER_ADDR", default_value = "127.0.0.1:8083")]
+    pub addr: SocketAddr,
+
+    #[command(flatten)]
+    pub cassandra: CassandraConfig,
+
+    #[command(flatten)]
+    pub stream: StreamConfig,
+
+    #[command(flatten)]
+    pub feed: FeedConfig,
+
+    #[command(flatten)]
+    pub fanout: FanoutConfig,
+
+    #[command(flatten)]
+    pub http: HttpConfig,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CassandraConfig {
     /// Cassandra or ScyllaDB contact points, comma-separated `host:port`.
     #[arg(
         long,
@@ -21,13 +81,173 @@ pub struct Config {
     )]
     pub cassandra_nodes: Vec<String>,
 
+    /// Keyspace holding the timeline tables; created at start-up if missing.
+    #[arg(long, env = "CASSANDRA_KEYSPACE", default_value = "timeline")]
+    pub cassandra_keyspace: String,
+
+    /// Replication factor of the keyspace when it is created (1 locally, 3 in a cluster).
+    #[arg(long, env = "CASSANDRA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub cassandra_replication_factor: u16,
+}
+
+/// The JetStream stream that carries fan-out work.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamConfig {
     /// NATS server URL (JetStream must be enabled).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 
-    #[command(flatten)]
-    pub http: HttpConfig,
+    /// Name of the JetStream stream (work-queue retention, file storage).
+    #[arg(long, env = "NATS_STREAM", default_value = "TIMELINE")]
+    pub nats_stream: String,
 
-    #[command(flatten)]
-    pub telemetry: TelemetryConfig,
+    /// Subject prefix: work goes to `<prefix>.fanout.<kind>`, dead letters to `<prefix>.dead.<kind>`.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "timeline")]
+    pub nats_subject_prefix: String,
+
+    /// Name of the durable pull consumer every worker shares.
+    #[arg(long, env = "NATS_CONSUMER", default_value = "timeline-fanout")]
+    pub nats_consumer: String,
+
+    /// How long a publish may wait for the server's ack before the outbox takes over, in milliseconds.
+    #[arg(long, env = "NATS_PUBLISH_TIMEOUT_MS", default_value_t = 2000)]
+    pub nats_publish_timeout_ms: u64,
+}
+
+impl StreamConfig {
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.nats_publish_timeout_ms)
+    }
+}
+
+/// How timelines are laid out and merged.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FeedConfig {
+    /// Width of a time bucket (one partition of a timeline or of an author's posts), in seconds.
+    /// Must be the same in every process and must not change once data is written.
+    #[arg(long, env = "TIMELINE_BUCKET_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bucket_seconds: u64,
+
+    /// Timeline rows expire this many days after the post was made.
+    #[arg(long, env = "TIMELINE_TTL_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=7300))]
+    pub ttl_days: u64,
+
+    /// Authors with more followers than this are not fanned out; their posts are merged at read time.
+    #[arg(long, env = "FANOUT_CELEBRITY_THRESHOLD", default_value_t = 10_000)]
+    pub celebrity_threshold: usize,
+
+    /// Number of a followee's most recent posts copied into a new follower's timeline.
+    #[arg(long, env = "BACKFILL_POSTS", default_value_t = 20)]
+    pub backfill_posts: usize,
+}
+
+impl FeedConfig {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_days * 86_400)
+    }
+}
+
+/// The transactional outbox of the API process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutboxConfig {
+    /// How often the relay looks for unpublished fan-out messages, in milliseconds.
+    #[arg(long, env = "OUTBOX_RELAY_INTERVAL_MS", default_value_t = 1000)]
+    pub outbox_relay_interval_ms: u64,
+
+    /// Age after which the relay re-publishes an outbox row, in seconds (the request that
+    /// wrote it normally deletes it well before).
+    #[arg(long, env = "OUTBOX_RELAY_AFTER_SECS", default_value_t = 5)]
+    pub outbox_relay_after_secs: u64,
+}
+
+impl OutboxConfig {
+    pub fn relay_interval(&self) -> Duration {
+        Duration::from_millis(self.outbox_relay_interval_ms)
+    }
+
+    pub fn relay_after(&self) -> Duration {
+        Duration::from_secs(self.outbox_relay_after_secs)
+    }
+}
+
+/// How the worker consumes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutConfig {
+    /// Messages one worker processes at the same time.
+    #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub fanout_concurrency: u64,
+
+    /// Timeline rows one message writes at the same time.
+    #[arg(long, env = "FANOUT_WRITE_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub fanout_write_concurrency: u64,
+
+    /// Followers per chunk message; larger follower lists are split and processed in parallel.
+    #[arg(long, env = "FANOUT_CHUNK_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub fanout_chunk_size: u64,
+
+    /// Deliveries of one message before it goes to the dead-letter subject.
+    #[arg(long, env = "FANOUT_MAX_DELIVER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..))]
+    pub fanout_max_deliver: i64,
+
+    /// Time a delivered message may stay unacknowledged before it is redelivered, in seconds.
+    #[arg(long, env = "FANOUT_ACK_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub fanout_ack_wait_secs: u64,
+
+    /// Delay before a failed message is redelivered, in milliseconds (doubled per attempt, capped at 30 s).
+    #[arg(long, env = "FANOUT_NAK_DELAY_MS", default_value_t = 1000)]
+    pub fanout_nak_delay_ms: u64,
+
+    /// How often the consumer's pending count is polled for the gauge, in milliseconds.
+    #[arg(long, env = "FANOUT_PENDING_POLL_MS", default_value_t = 5000)]
+    pub fanout_pending_poll_ms: u64,
+}
+
+impl FanoutConfig {
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_secs(self.fanout_ack_wait_secs)
+    }
+
+    /// The delay before redelivery after the `delivered`-th attempt failed.
+    pub fn nak_delay(&self, delivered: i64) -> Duration {
+        let exponent = u32::try_from(delivered.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+        let delay = self.fanout_nak_delay_ms.saturating_mul(1 << exponent);
+        Duration::from_millis(delay.min(30_000))
+    }
+
+    pub fn chunk_size(&self) -> usize {
+        usize::try_from(self.fanout_chunk_size).unwrap_or(500)
+    }
+
+    pub fn concurrency(&self) -> usize {
+        usize::try_from(self.fanout_concurrency).unwrap_or(16)
+    }
+
+    pub fn write_concurrency(&self) -> usize {
+        usize::try_from(self.fanout_write_concurrency).unwrap_or(32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let config = Config::parse_from(["timeline"]);
+        assert_eq!(config.cassandra.cassandra_keyspace, "timeline");
+        assert_eq!(config.stream.nats_stream, "TIMELINE");
+        assert_eq!(config.feed.bucket_seconds, 86_400);
+        let worker = WorkerConfig::parse_from(["timeline-worker"]);
+        assert_eq!(worker.fanout.fanout_max_deliver, 5);
+    }
+
+    #[test]
+    fn nak_delay_doubles_and_caps() {
+        let worker = WorkerConfig::parse_from(["timeline-worker"]);
+        assert_eq!(worker.fanout.nak_delay(1), Duration::from_secs(1));
+        assert_eq!(worker.fanout.nak_delay(3), Duration::from_secs(4));
+        assert_eq!(worker.fanout.nak_delay(40), Duration::from_secs(30));
+    }
 }

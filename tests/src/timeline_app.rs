@@ -1,0 +1,393 @@
+//! A running timeline service (and its fan-out workers) for the end-to-end tests.
+//!
+//! Schema changes are slow (about a second each), so every test shares one
+//! keyspace, migrated once per test binary, and keeps to itself with unique
+//! user ids ([`unique_user`]). Each app gets its own JetStream stream, subject
+//! prefix and consumer, so tests never take each other's messages.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::json;
+use timeline::api::{PostPage, PostView, UserPage};
+use timeline::app::StoreSlot;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{StopOnDrop, cassandra_nodes, http_client, nats_url};
+
+/// How long a test waits for fan-out to converge.
+pub const CONVERGENCE: Duration = Duration::from_secs(30);
+
+/// The keyspace every timeline test uses; migrated once per test binary.
+pub async fn shared_keyspace() -> &'static str {
+    static KEYSPACE: OnceCell<String> = OnceCell::const_new();
+    KEYSPACE
+        .get_or_init(|| async {
+            let keyspace =
+                std::env::var("TIMELINE_TEST_KEYSPACE").unwrap_or_else(|_| "timeline_e2e".into());
+            let session = scylla::client::session_builder::SessionBuilder::new()
+                .known_nodes(cassandra_nodes())
+                .build()
+                .await
+                .expect("connect to Cassandra");
+            timeline::migrate::run(&session, &keyspace, 1)
+                .await
+                .expect("migrate the test keyspace");
+            keyspace
+        })
+        .await
+}
+
+/// A user id no other test uses.
+pub fn unique_user(prefix: &str) -> String {
+    format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `GET {base}/readyz` answers 200.
+pub async fn wait_ready(client: &reqwest::Client, base: &str, timeout: Duration) {
+    eventually(&format!("{base}/readyz"), timeout, || async {
+        let response = client.get(format!("{base}/readyz")).send().await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+}
+
+/// The stores and stream an app (and its workers) use.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub keyspace: String,
+    pub nats_url: String,
+    pub stream: String,
+    pub prefix: String,
+    pub consumer: String,
+    /// Flags both the API and the workers take (`--bucket-seconds`, `--celebrity-threshold`, …).
+    pub feed: Vec<String>,
+}
+
+impl Deployment {
+    /// A fresh stream on the shared NATS server, in the shared keyspace.
+    pub async fn new(feed: &[&str]) -> Self {
+        Self::on_nats(&nats_url(), feed).await
+    }
+
+    pub async fn on_nats(nats_url: &str, feed: &[&str]) -> Self {
+        let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
+        Self {
+            keyspace: shared_keyspace().await.to_owned(),
+            nats_url: nats_url.to_owned(),
+            stream: format!("TL_TEST_{tag}"),
+            prefix: format!("tltest{tag}"),
+            consumer: format!("fanout-{tag}"),
+            feed: feed.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// The flags the API and the worker share.
+    pub fn shared_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--cassandra-nodes".to_owned(),
+            cassandra_nodes().join(","),
+            "--cassandra-keyspace".to_owned(),
+            self.keyspace.clone(),
+            "--nats-url".to_owned(),
+            self.nats_url.clone(),
+            "--nats-stream".to_owned(),
+            self.stream.clone(),
+            "--nats-subject-prefix".to_owned(),
+            self.prefix.clone(),
+            "--nats-consumer".to_owned(),
+            self.consumer.clone(),
+        ];
+        args.extend(self.feed.iter().cloned());
+        args
+    }
+
+    /// The worker's flags: shared ones, its own port, `extra`.
+    pub fn worker_args(&self, addr: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "timeline-worker".to_owned(),
+            "--addr".to_owned(),
+            addr.to_owned(),
+        ];
+        args.extend(self.shared_args());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    /// Deletes the test's stream (best effort).
+    pub async fn delete_stream(&self) {
+        if let Ok(client) = async_nats::connect(&self.nats_url).await {
+            let _ = async_nats::jetstream::new(client)
+                .delete_stream(&self.stream)
+                .await;
+        }
+    }
+}
+
+/// A timeline API serving on an ephemeral port.
+#[derive(Debug)]
+pub struct TimelineApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub deployment: Deployment,
+    pub store: StoreSlot,
+    _stop: StopOnDrop,
+}
+
+impl TimelineApp {
+    /// Spawns the API on a fresh stream and waits until it is ready.
+    pub async fn spawn(feed: &[&str]) -> Self {
+        Self::spawn_in(Deployment::new(feed).await, &[]).await
+    }
+
+    /// Spawns the API for `deployment` (with `extra` API-only flags) and waits until it is ready.
+    pub async fn spawn_in(deployment: Deployment, extra: &[&str]) -> Self {
+        service_kit::telemetry::init_for_tests();
+        let mut args = vec!["timeline".to_owned(), "--addr".into(), "127.0.0.1:0".into()];
+        args.extend(deployment.shared_args());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let config = timeline::Config::parse_from(args);
+        let app = timeline::Application::build(config)
+            .await
+            .expect("build the timeline service");
+        let addr = app.local_addr().expect("bound address");
+        let store = app.store();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let client = http_client();
+        wait_ready(&client, &format!("http://{addr}"), Duration::from_secs(60)).await;
+        Self {
+            addr,
+            client,
+            deployment,
+            store,
+            _stop: StopOnDrop(shutdown),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Starts an in-process worker for this app's deployment and waits until it is ready.
+    pub async fn spawn_worker(&self, extra: &[&str]) -> WorkerHandle {
+        let args = self.deployment.worker_args("127.0.0.1:0", extra);
+        let worker = timeline::WorkerApp::build(timeline::WorkerConfig::parse_from(args))
+            .await
+            .expect("build the worker");
+        let addr = worker.local_addr().expect("worker address");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker.run_until_stopped(shutdown.clone()));
+        wait_ready(
+            &self.client,
+            &format!("http://{addr}"),
+            Duration::from_secs(60),
+        )
+        .await;
+        WorkerHandle {
+            addr,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub async fn follow(&self, user: &str, target: &str) {
+        let response = self
+            .client
+            .put(self.url(&format!("/v1/users/{user}/following/{target}")))
+            .send()
+            .await
+            .expect("follow");
+        assert_eq!(response.status(), 204, "follow {user} -> {target}");
+    }
+
+    pub async fn unfollow(&self, user: &str, target: &str) {
+        let response = self
+            .client
+            .delete(self.url(&format!("/v1/users/{user}/following/{target}")))
+            .send()
+            .await
+            .expect("unfollow");
+        assert_eq!(response.status(), 204, "unfollow {user} -> {target}");
+    }
+
+    /// Posts and returns the 202's body.
+    pub async fn post(&self, author: &str, content: &str) -> PostView {
+        let response = self
+            .client
+            .post(self.url("/v1/posts"))
+            .json(&json!({ "author_id": author, "content": content }))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 202, "post by {author}");
+        response.json().await.expect("post body")
+    }
+
+    /// One timeline page.
+    pub async fn timeline_page(&self, user: &str, query: &str) -> PostPage {
+        let response = self
+            .client
+            .get(self.url(&format!("/v1/users/{user}/timeline?{query}")))
+            .send()
+            .await
+            .expect("timeline");
+        assert_eq!(response.status(), 200, "timeline of {user}");
+        response.json().await.expect("timeline body")
+    }
+
+    /// Every post id of `user`'s timeline, walking all pages of `limit`.
+    pub async fn timeline_ids(&self, user: &str, limit: u32) -> Vec<Uuid> {
+        self.walk(&format!("/v1/users/{user}/timeline"), limit)
+            .await
+    }
+
+    /// Every post id of `author`'s own posts, walking all pages of `limit`.
+    pub async fn user_post_ids(&self, author: &str, limit: u32) -> Vec<Uuid> {
+        self.walk(&format!("/v1/users/{author}/posts"), limit).await
+    }
+
+    async fn walk(&self, path: &str, limit: u32) -> Vec<Uuid> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let response = self
+                .client
+                .get(self.url(&page_path(path, limit, cursor.as_deref())))
+                .send()
+                .await
+                .expect("page");
+            assert_eq!(response.status(), 200, "{path}");
+            let page: PostPage = response.json().await.expect("page body");
+            assert!(page.items.len() <= limit as usize, "page over its limit");
+            ids.extend(page.items.iter().map(|p| p.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return ids,
+            }
+        }
+        panic!("{path} did not end within 10000 pages");
+    }
+
+    /// Every user of a graph list.
+    pub async fn graph(&self, user: &str, which: &str, limit: u32) -> Vec<String> {
+        let mut users = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let path = page_path(
+                &format!("/v1/users/{user}/{which}"),
+                limit,
+                cursor.as_deref(),
+            );
+            let response = self.client.get(self.url(&path)).send().await.expect("page");
+            assert_eq!(response.status(), 200);
+            let page: UserPage = response.json().await.expect("page body");
+            users.extend(page.items.into_iter().map(|e| e.user_id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return users,
+            }
+        }
+        panic!("graph list did not end");
+    }
+
+    /// The store, set up (the app is ready, so it is).
+    pub async fn store(&self) -> &timeline::store::TimelineStore {
+        self.store.wait().await
+    }
+}
+
+/// `path?limit=..&cursor=..` (cursors are base64url: nothing to escape).
+fn page_path(path: &str, limit: u32, cursor: Option<&str>) -> String {
+    match cursor {
+        Some(cursor) => format!("{path}?limit={limit}&cursor={cursor}"),
+        None => format!("{path}?limit={limit}"),
+    }
+}
+
+/// An in-process worker; stopped (gracefully) when dropped or by [`WorkerHandle::stop`].
+#[derive(Debug)]
+pub struct WorkerHandle {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker and waits until it has finished the messages in hand.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("worker task").expect("worker run");
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The `timeline-worker` binary `cargo test --workspace` builds next to the test executable.
+pub fn worker_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let binary = dir.join("timeline-worker");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p timeline --bin timeline-worker` \
+         (`cargo test --workspace` builds it too)",
+        binary.display()
+    );
+    binary
+}
+
+/// Waits until the deployment's consumer has nothing pending and nothing unacked:
+/// every message published so far has been processed.
+pub async fn wait_drained(deployment: &Deployment, timeout: Duration) {
+    let client = async_nats::connect(&deployment.nats_url)
+        .await
+        .expect("connect to NATS");
+    let jetstream = async_nats::jetstream::new(client);
+    eventually("the fan-out consumer to drain", timeout, || async {
+        let stream = jetstream.get_stream(&deployment.stream).await.ok()?;
+        let consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&deployment.consumer).await.ok()?;
+        let info = consumer.get_info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+}
+
+/// Sorts post ids newest first, the way Cassandra orders timeuuids.
+pub fn newest_first(ids: &mut [Uuid]) {
+    ids.sort_by_key(|id| std::cmp::Reverse(timeline::domain::PostId::from_uuid(*id)));
+}

@@ -1,0 +1,246 @@
+//! The timeline API through HTTP against the real Cassandra and NATS, with no
+//! worker running: what the API does on its own.
+
+use e2e::timeline_app::{TimelineApp, unique_user};
+use serde_json::{Value, json};
+use timeline::api::{PostPage, PostView};
+
+async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    body
+}
+
+#[tokio::test]
+async fn the_author_sees_their_post_in_their_timeline_when_the_202_returns() {
+    let app = TimelineApp::spawn(&[]).await;
+    let ann = unique_user("ann");
+
+    let posted = app.post(&ann, "hello, world").await;
+    assert_eq!(posted.author_id, ann);
+    assert_eq!(posted.content, "hello, world");
+
+    // No worker runs: this row was written by the request itself, at QUORUM.
+    let page = app.timeline_page(&ann, "").await;
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].id, posted.id);
+    assert_eq!(page.items[0].content, "hello, world");
+    assert!(page.next_cursor.is_none());
+
+    let read: PostView = app
+        .client
+        .get(app.url(&format!("/v1/posts/{}", posted.id)))
+        .send()
+        .await
+        .expect("get post")
+        .json()
+        .await
+        .expect("post");
+    assert_eq!(read.id, posted.id);
+    assert_eq!(read.created_at, posted.created_at);
+    assert_eq!(app.user_post_ids(&ann, 10).await, vec![posted.id]);
+
+    let unknown = uuid::Uuid::now_v1(&[1, 2, 3, 4, 5, 6]);
+    let missing = app
+        .client
+        .get(app.url(&format!("/v1/posts/{unknown}")))
+        .send()
+        .await
+        .expect("get");
+    problem(missing, 404).await;
+    app.deployment.delete_stream().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_a_problem_and_writes_nothing() {
+    let app = TimelineApp::spawn(&[]).await;
+    let ann = unique_user("ann");
+    let post = |body: Value| app.client.post(app.url("/v1/posts")).json(&body).send();
+
+    // Content: empty, blank, one character too long; a bad author id; unknown fields.
+    for body in [
+        json!({ "author_id": ann, "content": "" }),
+        json!({ "author_id": ann, "content": "   " }),
+        json!({ "author_id": ann, "content": "x".repeat(501) }),
+        json!({ "author_id": "not a valid id!", "content": "hi" }),
+        json!({ "author_id": "a".repeat(65), "content": "hi" }),
+        json!({ "author_id": ann, "content": "hi", "extra": 1 }),
+        json!({ "author_id": ann }),
+        json!({ "author_id": ann, "content": 5 }),
+    ] {
+        problem(post(body.clone()).await.expect("post"), 422).await;
+    }
+    // Malformed JSON.
+    let malformed = app
+        .client
+        .post(app.url("/v1/posts"))
+        .header("content-type", "application/json")
+        .body("{\"author_id\": ")
+        .send()
+        .await
+        .expect("post");
+    problem(malformed, 400).await;
+
+    // Path, cursor, limit and consistency.
+    for path in [
+        "/v1/users/bad%20id/timeline".to_owned(),
+        format!("/v1/users/{ann}/timeline?cursor=not-a-cursor"),
+        format!("/v1/users/{ann}/timeline?cursor=eyJrIjoidGltZWxpbmUifQ"),
+        format!("/v1/users/{ann}/timeline?consistency=two"),
+        format!("/v1/users/{ann}/timeline?limit=0"),
+        format!("/v1/users/{ann}/timeline?limit=101"),
+        format!("/v1/users/{ann}/timeline?limit=abc"),
+        format!("/v1/users/{ann}/posts?cursor=%%%"),
+        format!("/v1/users/{ann}/following?cursor=AAAA"),
+        "/v1/users/bad%20id/followers".to_owned(),
+        "/v1/posts/not-a-uuid".to_owned(),
+        format!("/v1/posts/{}", uuid::Uuid::new_v4()),
+    ] {
+        let response = app.client.get(app.url(&path)).send().await.expect("get");
+        problem(response, 400).await;
+    }
+    // A cursor from another user's list is refused too.
+    let bob = unique_user("bob");
+    app.post(&bob, "one").await;
+    app.post(&bob, "two").await;
+    let page = app.timeline_page(&bob, "limit=1").await;
+    let cursor = page.next_cursor.expect("a second page");
+    let stolen = app
+        .client
+        .get(app.url(&format!("/v1/users/{ann}/timeline?cursor={cursor}")))
+        .send()
+        .await
+        .expect("get");
+    problem(stolen, 400).await;
+
+    // Graph: self-follow is 422, a bad target is 400.
+    let self_follow = app
+        .client
+        .put(app.url(&format!("/v1/users/{ann}/following/{ann}")))
+        .send()
+        .await
+        .expect("put");
+    problem(self_follow, 422).await;
+    let bad_target = app
+        .client
+        .put(app.url(&format!("/v1/users/{ann}/following/bad%20id")))
+        .send()
+        .await
+        .expect("put");
+    problem(bad_target, 400).await;
+
+    // Nothing was written for ann.
+    assert!(app.user_post_ids(&ann, 100).await.is_empty());
+    assert!(app.timeline_ids(&ann, 100).await.is_empty());
+    assert!(app.graph(&ann, "following", 100).await.is_empty());
+    app.deployment.delete_stream().await;
+}
+
+#[tokio::test]
+async fn the_read_consistency_is_echoed() {
+    let app = TimelineApp::spawn(&[]).await;
+    let ann = unique_user("ann");
+    app.post(&ann, "hi").await;
+    for (query, expected) in [
+        ("", "one"),
+        ("consistency=one", "one"),
+        ("consistency=quorum", "quorum"),
+        ("consistency=all", "all"),
+    ] {
+        let response = app
+            .client
+            .get(app.url(&format!("/v1/users/{ann}/timeline?{query}")))
+            .send()
+            .await
+            .expect("timeline");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["read-consistency"], expected);
+        let page: PostPage = response.json().await.expect("page");
+        assert_eq!(page.items.len(), 1);
+    }
+    app.deployment.delete_stream().await;
+}
+
+#[tokio::test]
+async fn graph_lists_page_with_cursors_both_ways() {
+    let app = TimelineApp::spawn(&[]).await;
+    let ann = unique_user("ann");
+    let mut targets: Vec<String> = (0..23).map(|i| unique_user(&format!("t{i}"))).collect();
+    for target in &targets {
+        app.follow(&ann, target).await;
+    }
+    // Idempotent.
+    app.follow(&ann, &targets[0]).await;
+
+    let mut following = app.graph(&ann, "following", 5).await;
+    following.sort();
+    targets.sort();
+    assert_eq!(following, targets);
+    assert_eq!(
+        app.graph(&targets[3], "followers", 5).await,
+        vec![ann.clone()]
+    );
+
+    app.unfollow(&ann, &targets[3]).await;
+    app.unfollow(&ann, &targets[3]).await;
+    assert_eq!(app.graph(&ann, "following", 100).await.len(), 22);
+    assert!(app.graph(&targets[3], "followers", 5).await.is_empty());
+    app.deployment.delete_stream().await;
+}
+
+#[tokio::test]
+async fn openapi_documents_every_endpoint_and_readyz_covers_both_stores() {
+    let app = TimelineApp::spawn(&[]).await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
+    let paths = &doc["paths"];
+    for (path, method) in [
+        ("/v1/users/{id}/following/{target}", "put"),
+        ("/v1/users/{id}/following/{target}", "delete"),
+        ("/v1/users/{id}/following", "get"),
+        ("/v1/users/{id}/followers", "get"),
+        ("/v1/posts", "post"),
+        ("/v1/posts/{id}", "get"),
+        ("/v1/users/{id}/posts", "get"),
+        ("/v1/users/{id}/timeline", "get"),
+    ] {
+        let operation = &paths[path][method];
+        assert!(operation.is_object(), "{method} {path} is documented");
+        assert!(
+            operation["responses"]["400"].is_object() || operation["responses"]["404"].is_object(),
+            "{method} {path} documents its problems"
+        );
+    }
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<&str> = ready["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["cassandra", "nats"]);
+    app.deployment.delete_stream().await;
+}

@@ -1,0 +1,338 @@
+//! Fan-out through the real worker (in-process), Cassandra and NATS:
+//! convergence, celebrities merged at read time, backfill and removal,
+//! pagination across buckets, dead letters.
+
+use std::collections::{BTreeSet, HashMap};
+
+use e2e::timeline_app::{
+    CONVERGENCE, Deployment, TimelineApp, eventually, newest_first, unique_user, wait_drained,
+};
+use futures::StreamExt;
+use uuid::Uuid;
+
+/// A small deterministic generator, so a failing graph can be reproduced.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+#[tokio::test]
+async fn every_timeline_converges_to_exactly_the_expected_posts() {
+    let app = TimelineApp::spawn(&[]).await;
+    let worker = app.spawn_worker(&[]).await;
+    let users: Vec<String> = (0..200).map(|i| unique_user(&format!("u{i}"))).collect();
+    let mut rng = Lcg(0x5eed);
+
+    // A random graph: each user follows 0..15 others.
+    let mut following: HashMap<usize, BTreeSet<usize>> = HashMap::new();
+    for u in 0..users.len() {
+        let count = rng.below(16);
+        let set = following.entry(u).or_default();
+        while set.len() < count {
+            let target = rng.below(users.len());
+            if target != u {
+                set.insert(target);
+            }
+        }
+    }
+    let edges: Vec<(usize, usize)> = following
+        .iter()
+        .flat_map(|(u, targets)| targets.iter().map(move |t| (*u, *t)))
+        .collect();
+    futures::stream::iter(&edges)
+        .for_each_concurrent(16, |(u, t)| app.follow(&users[*u], &users[*t]))
+        .await;
+
+    // 100 posts from 50 authors, 8 at a time.
+    let authors: Vec<usize> = (0..100).map(|_| rng.below(50)).collect();
+    let posts: Vec<(usize, Uuid)> = futures::stream::iter(authors.into_iter().enumerate())
+        .map(|(i, a)| {
+            let app = &app;
+            let users = &users;
+            async move { (a, app.post(&users[a], &format!("post {i}")).await.id) }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+
+    let mut expected: HashMap<usize, Vec<Uuid>> = HashMap::new();
+    for u in 0..users.len() {
+        let mut ids: Vec<Uuid> = posts
+            .iter()
+            .filter(|(author, _)| *author == u || following[&u].contains(author))
+            .map(|(_, id)| *id)
+            .collect();
+        newest_first(&mut ids);
+        expected.insert(u, ids);
+    }
+
+    // Poll the timelines not yet right until all are, or the deadline passes.
+    let mut pending: BTreeSet<usize> = (0..users.len()).collect();
+    let mut last_diff = String::new();
+    let deadline = tokio::time::Instant::now() + CONVERGENCE;
+    while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+        for u in pending.clone() {
+            let actual = app.timeline_ids(&users[u], 100).await;
+            let unique: BTreeSet<&Uuid> = actual.iter().collect();
+            assert_eq!(unique.len(), actual.len(), "duplicates in {}", users[u]);
+            if actual == expected[&u] {
+                pending.remove(&u);
+            } else {
+                last_diff = format!(
+                    "{}: {} of {} posts",
+                    users[u],
+                    actual.len(),
+                    expected[&u].len()
+                );
+            }
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        pending.is_empty(),
+        "{} timelines not converged, e.g. {last_diff}",
+        pending.len()
+    );
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "timeline_fanout_lag_seconds",
+        "timeline_fanout_deliveries_total",
+        "timeline_fanout_rows_written_total",
+    ] {
+        assert!(metrics.contains(name), "{name} in /metrics");
+    }
+    worker.stop().await;
+    app.deployment.delete_stream().await;
+}
+
+#[tokio::test]
+async fn celebrities_are_merged_at_read_time_and_never_fanned_out() {
+    let app = TimelineApp::spawn(&["--celebrity-threshold", "5"]).await;
+    let worker = app.spawn_worker(&[]).await;
+    let star = unique_user("star");
+    let plain = unique_user("plain");
+    let fans: Vec<String> = (0..8).map(|i| unique_user(&format!("fan{i}"))).collect();
+    for fan in &fans {
+        app.follow(fan, &star).await;
+    }
+    app.follow(&fans[0], &plain).await;
+    let early = app.post(&fans[0], "a fan's own post").await;
+
+    let mut star_posts = Vec::new();
+    for i in 0..3 {
+        star_posts.push(app.post(&star, &format!("star post {i}")).await.id);
+    }
+    let plain_post = app.post(&plain, "plain post").await.id;
+    wait_drained(&app.deployment, CONVERGENCE).await;
+
+    // The star is now known as a celebrity; no follower got a row for its posts.
+    let store = app.store().await;
+    let session = store.session();
+    let keyspace = &app.deployment.keyspace;
+    let rows = session
+        .query_unpaged(
+            format!(
+                "SELECT author_id FROM {keyspace}.celebrities WHERE shard = 0 AND author_id = ?"
+            ),
+            (&star,),
+        )
+        .await
+        .expect("query")
+        .into_rows_result()
+        .expect("rows");
+    assert_eq!(rows.rows_num(), 1, "the star is marked a celebrity");
+    for fan in &fans {
+        let rows = session
+            .query_unpaged(
+                format!("SELECT post_id, author_id FROM {keyspace}.home_timeline WHERE user_id = ? AND bucket = ?"),
+                (fan, store.bucketing().now()),
+            )
+            .await
+            .expect("query")
+            .into_rows_result()
+            .expect("rows");
+        for row in rows
+            .rows::<(scylla::value::CqlTimeuuid, String)>()
+            .expect("typed")
+        {
+            let (_, author) = row.expect("row");
+            assert_ne!(author, star, "no fan-out row for a celebrity's post");
+        }
+    }
+
+    // Yet every fan reads the star's posts, merged in order, without duplicates.
+    let mut expected_for_fan0 = star_posts.clone();
+    expected_for_fan0.extend([plain_post, early.id]);
+    newest_first(&mut expected_for_fan0);
+    assert_eq!(app.timeline_ids(&fans[0], 2).await, expected_for_fan0);
+    let mut star_only = star_posts.clone();
+    newest_first(&mut star_only);
+    for fan in &fans[1..] {
+        assert_eq!(app.timeline_ids(fan, 100).await, star_only);
+    }
+    // Unfollowing the star takes its posts out of the merged view at once.
+    app.unfollow(&fans[1], &star).await;
+    assert!(app.timeline_ids(&fans[1], 100).await.is_empty());
+    worker.stop().await;
+    app.deployment.delete_stream().await;
+}
+
+#[tokio::test]
+async fn follow_backfills_recent_posts_and_unfollow_removes_them() {
+    let app = TimelineApp::spawn(&["--backfill-posts", "3"]).await;
+    let worker = app.spawn_worker(&[]).await;
+    let writer = unique_user("writer");
+    let reader = unique_user("reader");
+    let mut posts = Vec::new();
+    for i in 0..5 {
+        posts.push(
+            app.post(&writer, &format!("before the follow {i}"))
+                .await
+                .id,
+        );
+    }
+    let own = app.post(&reader, "the reader's own").await.id;
+
+    app.follow(&reader, &writer).await;
+    newest_first(&mut posts);
+    let mut expected: Vec<Uuid> = posts[..3].to_vec();
+    expected.push(own);
+    newest_first(&mut expected);
+    eventually("the backfill", CONVERGENCE, || async {
+        (app.timeline_ids(&reader, 100).await == expected).then_some(())
+    })
+    .await;
+
+    // New posts arrive by fan-out on top of the backfill.
+    let after = app.post(&writer, "after the follow").await.id;
+    expected.insert(0, after);
+    eventually("the fan-out", CONVERGENCE, || async {
+        (app.timeline_ids(&reader, 100).await == expected).then_some(())
+    })
+    .await;
+
+    app.unfollow(&reader, &writer).await;
+    eventually("the removal", CONVERGENCE, || async {
+        (app.timeline_ids(&reader, 100).await == vec![own]).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    app.deployment.delete_stream().await;
+}
+
+#[tokio::test]
+async fn cursors_walk_a_long_timeline_across_buckets_without_gaps_or_repeats() {
+    let deployment = Deployment::new(&["--bucket-seconds", "1"]).await;
+    let app = TimelineApp::spawn_in(deployment, &[]).await;
+    let worker = app.spawn_worker(&[]).await;
+    let author = unique_user("author");
+    let reader = unique_user("reader");
+    app.follow(&reader, &author).await;
+    wait_drained(&app.deployment, CONVERGENCE).await;
+
+    // 40 posts spread over about three seconds: several one-second buckets.
+    let mut posts = Vec::new();
+    let started = tokio::time::Instant::now();
+    for i in 0..40 {
+        posts.push(app.post(&author, &format!("post {i}")).await.id);
+        tokio::time::sleep_until(started + std::time::Duration::from_millis(75 * (i + 1))).await;
+    }
+    newest_first(&mut posts);
+    let buckets: BTreeSet<i64> = posts
+        .iter()
+        .map(|id| {
+            timeline::domain::Bucketing::new(1).bucket_of(
+                timeline::domain::PostId::from_uuid(*id)
+                    .expect("timeuuid")
+                    .created_at(),
+            )
+        })
+        .collect();
+    assert!(buckets.len() >= 3, "posts span {} buckets", buckets.len());
+
+    eventually("the reader's timeline", CONVERGENCE, || async {
+        (app.timeline_ids(&reader, 100).await.len() == posts.len()).then_some(())
+    })
+    .await;
+    for limit in [1, 7, 40] {
+        assert_eq!(
+            app.timeline_ids(&reader, limit).await,
+            posts,
+            "reader, limit {limit}"
+        );
+        assert_eq!(
+            app.timeline_ids(&author, limit).await,
+            posts,
+            "author, limit {limit}"
+        );
+        assert_eq!(
+            app.user_post_ids(&author, limit).await,
+            posts,
+            "posts, limit {limit}"
+        );
+    }
+    worker.stop().await;
+    app.deployment.delete_stream().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_and_counted() {
+    let app = TimelineApp::spawn(&[]).await;
+    let worker = app.spawn_worker(&[]).await;
+    let subjects = timeline::messages::Subjects::new(app.deployment.prefix.clone());
+    let client = async_nats::connect(&app.deployment.nats_url)
+        .await
+        .expect("connect");
+    let mut dead = client
+        .subscribe(subjects.dead("post"))
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    async_nats::jetstream::new(client.clone())
+        .publish(subjects.work("post"), "not json".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+
+    let letter = tokio::time::timeout(CONVERGENCE, dead.next())
+        .await
+        .expect("a dead letter within the deadline")
+        .expect("subscription open");
+    assert_eq!(&letter.payload[..], b"not json");
+    let headers = letter.headers.expect("headers");
+    assert!(headers.get("Timeline-Dead-Reason").is_some());
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("timeline_fanout_dead_letters_total"));
+    // Terminated, not redelivered.
+    wait_drained(&app.deployment, CONVERGENCE).await;
+    worker.stop().await;
+    app.deployment.delete_stream().await;
+}
