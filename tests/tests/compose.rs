@@ -1,0 +1,841 @@
+//! The container set-up, checked without a Docker engine: `docker-compose.yml`,
+//! the env files of its profiles (`deploy/compose/<profile>.env`) and the
+//! Prometheus and Grafana provisioning under `deploy/`, against what the
+//! binaries actually read and serve.
+//!
+//! `scripts/lint-containers.sh` (in `make lint`) validates the file against the
+//! Compose Specification schema, which catches misspelt Compose keys. These
+//! tests catch what a schema cannot see:
+//!
+//! - every environment variable set on a service run from our image is one its
+//!   binary reads (a clap `env`, or `RUST_LOG`), and every value parses — with
+//!   the defaults and with each profile's env file;
+//! - the hosts a service connects to run in that configuration, and it waits
+//!   for them;
+//! - every published port is the port of the service's `*_ADDR`, which binds
+//!   0.0.0.0 inside the container; the host side is loopback only;
+//! - every healthcheck probes an endpoint the service kit serves, on that port;
+//! - the fan-out worker has no fixed name or host port, so it scales;
+//! - Prometheus scrapes every service on its port; the Grafana dashboard uses
+//!   the provisioned data source and only metrics the code records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use clap::CommandFactory;
+use serde::Deserialize;
+use tower::ServiceExt;
+
+/// Read by the kit's log filter rather than by clap.
+const ENV_READ_OUTSIDE_CLAP: &[&str] = &["RUST_LOG"];
+
+/// The binaries compose runs from our image, each with its command-line and
+/// environment interface.
+fn binaries() -> BTreeMap<&'static str, clap::Command> {
+    BTreeMap::from([
+        ("inventory", inventory::Config::command()),
+        ("timeline", timeline::Config::command()),
+        ("timeline-worker", timeline::config::WorkerConfig::command()),
+    ])
+}
+
+// ---------------------------------------------------------------- the files --
+
+/// The parts of a Compose file these checks read; everything else is ignored.
+#[derive(Debug, Deserialize)]
+struct ComposeFile {
+    services: BTreeMap<String, Service>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Service {
+    /// Present on the services built from `./Dockerfile`.
+    build: Option<serde::de::IgnoredAny>,
+    command: Option<StringOrList>,
+    /// The map form (`NAME: value`), which this file uses throughout.
+    environment: BTreeMap<String, String>,
+    ports: Vec<Port>,
+    healthcheck: Option<Healthcheck>,
+    /// The long form, which carries the condition.
+    depends_on: BTreeMap<String, Dependency>,
+    profiles: Vec<String>,
+    container_name: Option<String>,
+    scale: Option<String>,
+    volumes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    String(String),
+    List(Vec<String>),
+}
+
+impl StringOrList {
+    fn words(&self) -> Vec<String> {
+        match self {
+            Self::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+            Self::List(list) => list.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Port {
+    /// `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTOCOL]`
+    Short(String),
+    Long {
+        target: u16,
+        host_ip: Option<String>,
+    },
+}
+
+impl Port {
+    /// (host ip, container port)
+    fn parse(&self) -> (Option<String>, u16) {
+        match self {
+            Self::Long { target, host_ip } => (host_ip.clone(), *target),
+            Self::Short(spec) => {
+                let spec = spec.split('/').next().unwrap_or(spec);
+                let parts: Vec<&str> = spec.split(':').collect();
+                let target = parts
+                    .last()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_else(|| panic!("port `{spec}`: no container port"));
+                let host_ip = (parts.len() == 3).then(|| parts[0].to_owned());
+                (host_ip, target)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Healthcheck {
+    test: Option<StringOrList>,
+    #[serde(default)]
+    disable: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Dependency {
+    condition: Option<String>,
+    #[serde(default = "yes")]
+    required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+fn compose_text() -> String {
+    read("docker-compose.yml")
+}
+
+fn compose() -> ComposeFile {
+    serde_saphyr::from_str(&compose_text()).expect("docker-compose.yml parses")
+}
+
+/// A way of starting the stack: the default, or `--env-file
+/// deploy/compose/<profile>.env --profile <profile>`.
+#[derive(Debug)]
+struct Configuration {
+    name: String,
+    /// The profile enabled with the env file (`None` for the default).
+    profile: Option<String>,
+    /// Variables the env file sets, for interpolation.
+    vars: BTreeMap<String, String>,
+}
+
+fn configurations() -> Vec<Configuration> {
+    let mut all = vec![Configuration {
+        name: "default".into(),
+        profile: None,
+        vars: BTreeMap::new(),
+    }];
+    let dir = root().join("deploy/compose");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("deploy/compose exists")
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "env"))
+        .collect();
+    files.sort();
+    for path in files {
+        let profile = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("UTF-8 file name")
+            .to_owned();
+        let text = std::fs::read_to_string(&path).expect("env file readable");
+        let vars = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let (name, value) = line
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("{}: `{line}` is not NAME=value", path.display()));
+                (name.to_owned(), value.to_owned())
+            })
+            .collect();
+        all.push(Configuration {
+            name: format!("deploy/compose/{profile}.env"),
+            profile: Some(profile),
+            vars,
+        });
+    }
+    all
+}
+
+/// Compose's `${NAME:-default}` / `${NAME}` interpolation (and `$$`), with the
+/// variables of one configuration. A bare `$NAME` is refused: always give a default.
+fn interpolate(value: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        let inner = rest
+            .strip_prefix('{')
+            .ok_or_else(|| format!("`{value}`: write variables as ${{NAME:-default}}"))?;
+        let end = inner
+            .find('}')
+            .ok_or_else(|| format!("`{value}`: unclosed ${{"))?;
+        let (name, default) = match inner[..end].split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (&inner[..end], None),
+        };
+        match (vars.get(name).filter(|v| !v.is_empty()), default) {
+            (Some(set), _) => out.push_str(set),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => {
+                return Err(format!("`{value}`: ${{{name}}} is unset, with no default"));
+            }
+        }
+        rest = &inner[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The services run from our image, with the binary each runs.
+fn app_services(compose: &ComposeFile) -> Vec<(&str, &Service, &'static str)> {
+    let binaries = binaries();
+    compose
+        .services
+        .iter()
+        .filter(|(_, service)| service.build.is_some())
+        .map(|(name, service)| {
+            let command = service
+                .command
+                .as_ref()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{name}: a service built from the Dockerfile names its binary in `command`"
+                    )
+                })
+                .words();
+            let binary = binaries
+                .keys()
+                .find(|b| command.first().is_some_and(|c| c == *b))
+                .unwrap_or_else(|| {
+                    panic!("{name}: runs {command:?}, not one of {:?}", binaries.keys())
+                });
+            (name.as_str(), service, *binary)
+        })
+        .collect()
+}
+
+/// The environment variables `command` reads, each with its long flag.
+fn env_flags(command: &clap::Command) -> BTreeMap<String, String> {
+    command
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_str()?.to_owned();
+            let long = arg
+                .get_long()
+                .unwrap_or_else(|| panic!("{}: {env} has no --flag", command.get_name()));
+            Some((env, long.to_owned()))
+        })
+        .collect()
+}
+
+/// The address from the service's one `*_ADDR` variable.
+fn listen_addr(name: &str, service: &Service) -> SocketAddr {
+    let addrs: Vec<_> = service
+        .environment
+        .iter()
+        .filter(|(env, _)| env.ends_with("_ADDR"))
+        .collect();
+    assert_eq!(
+        addrs.len(),
+        1,
+        "{name}: exactly one *_ADDR expected, found {addrs:?}"
+    );
+    let (env, value) = addrs[0];
+    interpolate(value, &BTreeMap::new())
+        .expect("interpolates")
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {env}={value}: {e}"))
+}
+
+/// `(port, path)` of the first `http://` URL in a healthcheck command.
+fn probed_url(words: &[String]) -> Option<(u16, String)> {
+    let url = words
+        .iter()
+        .find_map(|w| w.split_whitespace().find(|t| t.starts_with("http://")))?;
+    let after_scheme = url
+        .trim_start_matches("http://")
+        .trim_matches(|c| c == '"' || c == '\'');
+    let (authority, path) =
+        after_scheme.split_at(after_scheme.find('/').unwrap_or(after_scheme.len()));
+    let port = authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(80);
+    let path = path.split('?').next().unwrap_or("/").to_owned();
+    Some((port, path))
+}
+
+/// The status the service kit's router (every service's `/healthz`, `/readyz`,
+/// `/metrics`, ...) answers for `GET path`, with nothing to be ready for.
+async fn kit_status(path: &str) -> StatusCode {
+    let router = service_kit::http::service_router(
+        axum::Router::new(),
+        service_kit::http::Essentials {
+            readiness: service_kit::health::Readiness::new(std::time::Duration::from_secs(1)),
+            metrics: service_kit::metrics::install(),
+            openapi: utoipa::openapi::OpenApiBuilder::new().build(),
+            http: service_kit::config::HttpConfig::default(),
+        },
+    );
+    let request = Request::get(path).body(Body::empty()).expect("request");
+    router.oneshot(request).await.expect("infallible").status()
+}
+
+/// `(host, port)` of each store a service connects to, from its variables.
+fn store_hosts(env: &str, value: &str) -> Vec<(String, u16)> {
+    let host_port = |s: &str| -> (String, u16) {
+        let (host, port) = s
+            .rsplit_once(':')
+            .unwrap_or_else(|| panic!("{env}: `{s}` has no port"));
+        (
+            host.to_owned(),
+            port.parse()
+                .unwrap_or_else(|_| panic!("{env}: bad port in `{s}`")),
+        )
+    };
+    match env {
+        "CASSANDRA_NODES" => value.split(',').map(host_port).collect(),
+        "NATS_URL" | "DATABASE_URL" => {
+            let after_scheme = value.split_once("://").map_or(value, |(_, rest)| rest);
+            let authority = after_scheme.split('/').next().unwrap_or(after_scheme);
+            let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            vec![host_port(host_and_port)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+// ------------------------------------------------------------------- checks --
+
+#[test]
+fn every_variable_set_on_a_service_is_read_by_its_binary() {
+    let compose = compose();
+    let binaries = binaries();
+    let mut problems = Vec::new();
+    for (name, service, binary) in app_services(&compose) {
+        let reads = env_flags(&binaries[binary]);
+        for env in service.environment.keys() {
+            if !reads.contains_key(env) && !ENV_READ_OUTSIDE_CLAP.contains(&env.as_str()) {
+                problems.push(format!("{name}: `{binary}` does not read {env}"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "variables no binary reads (misspelt, or a setting that was removed):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn every_value_parses_in_every_configuration() {
+    let compose = compose();
+    let binaries = binaries();
+    for configuration in configurations() {
+        for (name, service, binary) in app_services(&compose) {
+            let reads = env_flags(&binaries[binary]);
+            let mut args = vec![binary.to_owned()];
+            for (env, value) in &service.environment {
+                let value = interpolate(value, &configuration.vars)
+                    .unwrap_or_else(|e| panic!("{}: {name}: {env}: {e}", configuration.name));
+                if let Some(long) = reads.get(env) {
+                    args.push(format!("--{long}={value}"));
+                }
+            }
+            // Only what compose sets: ignore the variables of the test process.
+            let command = binaries[binary]
+                .clone()
+                .mut_args(|arg| arg.env(None::<&'static str>));
+            if let Err(error) = command.try_get_matches_from(&args) {
+                panic!(
+                    "{}: {name}: `{binary}` refuses its environment:\n{error}",
+                    configuration.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn services_connect_to_stores_that_run_and_wait_for_them() {
+    let compose = compose();
+    for configuration in configurations() {
+        // Services started in this configuration: no profile, or its profile,
+        // and not scaled to zero by the env file.
+        let running = |service: &str| -> bool {
+            let Some(s) = compose.services.get(service) else {
+                return false;
+            };
+            let enabled = s.profiles.is_empty()
+                || configuration
+                    .profile
+                    .as_ref()
+                    .is_some_and(|p| s.profiles.contains(p));
+            let scale = s
+                .scale
+                .as_deref()
+                .map_or(Ok("1".to_owned()), |v| interpolate(v, &configuration.vars));
+            enabled && scale.as_deref() != Ok("0")
+        };
+        for (name, service, _) in app_services(&compose) {
+            for (env, value) in &service.environment {
+                let value = interpolate(value, &configuration.vars).expect("interpolates");
+                for (host, _) in store_hosts(env, &value) {
+                    assert!(
+                        running(&host),
+                        "{}: {name}: {env} names `{host}`, which does not run then",
+                        configuration.name
+                    );
+                    assert!(
+                        service.depends_on.contains_key(&host),
+                        "{}: {name}: connects to `{host}` but does not wait for it (depends_on)",
+                        configuration.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn env_files_only_set_variables_the_compose_file_uses() {
+    // Without comment lines: a variable only mentioned in a comment is not used.
+    let text: String = compose_text()
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .collect();
+    for configuration in configurations().into_iter().skip(1) {
+        let profile = configuration
+            .profile
+            .as_deref()
+            .expect("env files name a profile");
+        assert!(
+            compose()
+                .services
+                .values()
+                .any(|s| s.profiles.iter().any(|p| p == profile)),
+            "{}: no service has the profile `{profile}` the file name promises",
+            configuration.name
+        );
+        for name in configuration.vars.keys() {
+            assert!(
+                text.contains(&format!("${{{name}")),
+                "{}: sets {name}, which docker-compose.yml never interpolates",
+                configuration.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn ports_and_healthchecks_match_each_service_address() {
+    let compose = compose();
+    let apps: BTreeMap<&str, &'static str> = app_services(&compose)
+        .into_iter()
+        .map(|(n, _, b)| (n, b))
+        .collect();
+    for (name, service) in &compose.services {
+        // Published on the host's loopback only: nothing here is meant for the network.
+        for port in &service.ports {
+            let (host_ip, _) = port.parse();
+            assert_eq!(
+                host_ip.as_deref(),
+                Some("127.0.0.1"),
+                "{name}: publish {port:?} on 127.0.0.1 only"
+            );
+        }
+        let healthcheck = service
+            .healthcheck
+            .as_ref()
+            .filter(|h| !h.disable)
+            .unwrap_or_else(|| panic!("{name}: every service needs a healthcheck"));
+        let words = healthcheck.test.as_ref().expect("healthcheck.test").words();
+        assert!(
+            matches!(words.first().map(String::as_str), Some("CMD" | "CMD-SHELL")),
+            "{name}: healthcheck.test must start with CMD or CMD-SHELL"
+        );
+        if !apps.contains_key(name.as_str()) {
+            continue;
+        }
+
+        let addr = listen_addr(name, service);
+        assert!(
+            addr.ip().is_unspecified(),
+            "{name}: must listen on 0.0.0.0 to be reachable from other containers, not {addr}"
+        );
+        for port in &service.ports {
+            let (_, target) = port.parse();
+            assert_eq!(
+                target,
+                addr.port(),
+                "{name}: publishes container port {target}, listens on {addr}"
+            );
+        }
+        let (port, path) = probed_url(&words)
+            .unwrap_or_else(|| panic!("{name}: healthcheck probes no http:// URL: {words:?}"));
+        assert_eq!(
+            port,
+            addr.port(),
+            "{name}: healthcheck probes port {port}, service listens on {addr}"
+        );
+        assert_eq!(
+            kit_status(&path).await,
+            StatusCode::OK,
+            "{name}: healthcheck probes {path}, which the service kit does not serve"
+        );
+    }
+}
+
+#[test]
+fn dependencies_wait_for_healthy_services() {
+    let compose = compose();
+    for (name, service) in &compose.services {
+        for (dependency, how) in &service.depends_on {
+            let target = compose.services.get(dependency).unwrap_or_else(|| {
+                panic!("{name}: depends on `{dependency}`, which is not a service")
+            });
+            assert_eq!(
+                how.condition.as_deref(),
+                Some("service_healthy"),
+                "{name} → {dependency}"
+            );
+            assert!(
+                target.healthcheck.is_some(),
+                "{name} waits for {dependency}, which has no healthcheck"
+            );
+            // A dependency behind a profile must be optional, or the default
+            // project is invalid ("depends on undefined service").
+            if !target.profiles.is_empty() && service.profiles != target.profiles {
+                assert!(
+                    !how.required,
+                    "{name} → {dependency}: a service of profile {:?} needs `required: false`",
+                    target.profiles
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_worker_scales() {
+    let compose = compose();
+    for (name, service, binary) in app_services(&compose) {
+        if binary == "timeline-worker" {
+            assert!(
+                service.container_name.is_none(),
+                "{name}: a container_name forbids --scale"
+            );
+            assert!(
+                service.ports.is_empty(),
+                "{name}: a fixed host port forbids --scale"
+            );
+        }
+    }
+}
+
+#[test]
+fn binaries_and_bind_mounts_exist() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(root().join("Cargo.toml"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("metadata is JSON");
+    let bins: BTreeSet<&str> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().expect("targets"))
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    // The Dockerfile copies every bin target, so each must be one.
+    for binary in binaries().keys() {
+        assert!(
+            bins.contains(binary),
+            "`{binary}` is not a bin target of the workspace: {bins:?}"
+        );
+    }
+
+    for (name, service) in &compose().services {
+        for volume in &service.volumes {
+            if volume.starts_with("./") {
+                let source = volume.split(':').next().expect("source");
+                assert!(
+                    root().join(source).exists(),
+                    "{name}: mounts {source}, which does not exist"
+                );
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ observability --
+
+#[derive(Debug, Deserialize)]
+struct PrometheusConfig {
+    scrape_configs: Vec<ScrapeConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ScrapeConfig {
+    job_name: String,
+    #[serde(default = "default_metrics_path")]
+    metrics_path: String,
+    #[serde(default)]
+    static_configs: Vec<StaticConfig>,
+    #[serde(default)]
+    dns_sd_configs: Vec<DnsSdConfig>,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+
+#[derive(Debug, Deserialize)]
+struct StaticConfig {
+    targets: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DnsSdConfig {
+    names: Vec<String>,
+    port: u16,
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_every_service_where_it_listens() {
+    let compose = compose();
+    let config: PrometheusConfig =
+        serde_saphyr::from_str(&read("deploy/prometheus/prometheus.yml"))
+            .expect("prometheus.yml parses");
+    let mut scraped = BTreeSet::new();
+    for job in &config.scrape_configs {
+        let static_targets = job.static_configs.iter().flat_map(|c| &c.targets).map(|t| {
+            let (host, port) = t.rsplit_once(':').expect("host:port");
+            (host.to_owned(), port.parse::<u16>().expect("port"))
+        });
+        let dns_targets = job
+            .dns_sd_configs
+            .iter()
+            .flat_map(|c| c.names.iter().map(|n| (n.clone(), c.port)));
+        for (host, port) in static_targets.chain(dns_targets) {
+            let service = compose
+                .services
+                .get(&host)
+                .filter(|s| s.build.is_some())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "job {}: `{host}` is not a service built from the Dockerfile",
+                        job.job_name
+                    )
+                });
+            let addr = listen_addr(&host, service);
+            assert_eq!(
+                port,
+                addr.port(),
+                "job {}: scrapes {host}:{port}, it listens on {addr}",
+                job.job_name
+            );
+            scraped.insert(host);
+        }
+        assert_eq!(
+            kit_status(&job.metrics_path).await,
+            StatusCode::OK,
+            "job {}: no {}",
+            job.job_name,
+            job.metrics_path
+        );
+    }
+    for (name, _, _) in app_services(&compose) {
+        assert!(scraped.contains(name), "Prometheus does not scrape {name}");
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DatasourceProvisioning {
+    datasources: Vec<Datasource>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Datasource {
+    uid: String,
+}
+
+/// Every `"datasource": {"uid": ...}` and `"expr"` in a dashboard.
+fn walk_dashboard<'a>(
+    value: &'a serde_json::Value,
+    uids: &mut Vec<&'a str>,
+    exprs: &mut Vec<&'a str>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                match (key.as_str(), child) {
+                    ("datasource", serde_json::Value::Object(ds)) => {
+                        uids.extend(ds.get("uid").and_then(|u| u.as_str()))
+                    }
+                    ("expr", serde_json::Value::String(expr)) => exprs.push(expr),
+                    _ => walk_dashboard(child, uids, exprs),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .for_each(|item| walk_dashboard(item, uids, exprs)),
+        _ => {}
+    }
+}
+
+/// String literals of the workspace's sources, where metrics get their names.
+fn source_text() -> String {
+    fn collect(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).expect("readable directory") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                collect(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).expect("readable source"));
+            }
+        }
+    }
+    let mut out = String::new();
+    collect(&root().join("crates"), &mut out);
+    out
+}
+
+#[test]
+fn the_dashboard_uses_the_provisioned_datasource_and_recorded_metrics() {
+    let provisioning: DatasourceProvisioning = serde_saphyr::from_str(&read(
+        "deploy/grafana/provisioning/datasources/prometheus.yml",
+    ))
+    .expect("datasource provisioning parses");
+    let provisioned: BTreeSet<&str> = provisioning
+        .datasources
+        .iter()
+        .map(|d| d.uid.as_str())
+        .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/cap-services.json"))
+            .expect("dashboard is JSON");
+    let (mut uids, mut exprs) = (Vec::new(), Vec::new());
+    walk_dashboard(&dashboard, &mut uids, &mut exprs);
+    assert!(!exprs.is_empty(), "the dashboard queries nothing");
+    for uid in uids {
+        assert!(
+            provisioned.contains(uid),
+            "the dashboard uses data source `{uid}`; provisioned: {provisioned:?}"
+        );
+    }
+
+    // Metric names: identifiers with our prefixes; histogram series end in
+    // _bucket/_sum/_count, which the code does not spell.
+    let sources = source_text();
+    let mut missing = BTreeSet::new();
+    for expr in exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !["inventory_", "timeline_", "http_"]
+                .iter()
+                .any(|p| word.starts_with(p))
+            {
+                continue;
+            }
+            let metric = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(word);
+            if !sources.contains(&format!("\"{metric}\"")) {
+                missing.insert(metric.to_owned());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the dashboard charts metrics no code records: {missing:?}"
+    );
+}
+
+#[test]
+fn interpolation_follows_compose() {
+    let vars = BTreeMap::from([
+        ("SET".to_owned(), "x".to_owned()),
+        ("EMPTY".to_owned(), String::new()),
+    ]);
+    assert_eq!(interpolate("${SET:-d}", &vars).as_deref(), Ok("x"));
+    assert_eq!(
+        interpolate("a${UNSET:-b:9042}c", &vars).as_deref(),
+        Ok("ab:9042c")
+    );
+    assert_eq!(interpolate("${EMPTY:-d}", &vars).as_deref(), Ok("d"));
+    assert_eq!(interpolate("$$HOME", &vars).as_deref(), Ok("$HOME"));
+    assert!(interpolate("${UNSET}", &vars).is_err());
+    assert!(interpolate("$SET", &vars).is_err());
+}
