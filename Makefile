@@ -4,7 +4,7 @@
 #               loopback, then run both services in the foreground (Ctrl-C stops them)
 #   make test   the same set-up, then every test against the real stores
 #   make down   stop the servers `make run`/`make test` started (others are left alone)
-#   make lint   rustfmt --check and clippy -D warnings
+#   make lint   rustfmt --check, clippy -D warnings, hadolint and the Compose schema
 #   make stack  only install and start the stores
 
 CARGO ?= cargo
@@ -20,7 +20,9 @@ build:
 run: stack build
 	scripts/run-services.sh
 
+# The end-to-end tests run the real binaries (capctl, timeline-worker): build them first.
 test: stack
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 down:
@@ -29,3 +31,4 @@ down:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/lint-containers.sh

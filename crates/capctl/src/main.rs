@@ -1,12 +1,14 @@
-//! `capctl`: the command-line client of the CAP services.
+//! `capctl`: drive the CAP services from the command line.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
+use capctl::client::ServiceClient;
+use capctl::commands::{self, Everyday};
+use capctl::flash_sale::{self, FlashSaleArgs};
 use clap::{Parser, Subcommand};
 
-/// Drive the CAP services from the command line.
+/// Drive the CAP services: demos, load and benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "capctl", version, about)]
 struct Cli {
@@ -40,6 +42,10 @@ struct Cli {
 enum Command {
     /// Show whether each service is ready, and what its stores say.
     Status,
+    /// Race many buyers for little stock and check that nothing is oversold.
+    FlashSale(FlashSaleArgs),
+    #[command(flatten)]
+    Everyday(Everyday),
 }
 
 #[tokio::main]
@@ -55,36 +61,68 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .context("building the HTTP client")?;
+    let pool = match &cli.command {
+        Command::FlashSale(args) => args.concurrency,
+        _ => 4,
+    };
+    let inventory = ServiceClient::new("inventory", &cli.inventory_url, pool)?;
+    let timeline = ServiceClient::new("timeline", &cli.timeline_url, pool)?;
+    let progress = !cli.json && std::io::stderr().is_terminal();
     match cli.command {
-        Command::Status => status(&client, &cli.inventory_url, &cli.timeline_url, cli.json).await,
+        Command::Status => status(&inventory, &timeline, cli.json).await,
+        Command::FlashSale(args) => {
+            let report = flash_sale::run(&inventory, &args, progress).await?;
+            print(&report, cli.json)?;
+            Ok(exit_code(report.invariant_holds))
+        }
+        Command::Everyday(command) => {
+            let answer = commands::run(command, &inventory, &timeline).await?;
+            println!(
+                "{}",
+                if cli.json {
+                    answer.to_string()
+                } else {
+                    serde_json::to_string_pretty(&answer)?
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print<T: serde::Serialize + std::fmt::Display>(report: &T, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
 async fn status(
-    client: &reqwest::Client,
-    inventory: &str,
-    timeline: &str,
+    inventory: &ServiceClient,
+    timeline: &ServiceClient,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut all_ready = true;
     let mut report = serde_json::Map::new();
-    for (name, base) in [("inventory", inventory), ("timeline", timeline)] {
-        let url = format!("{}/readyz", base.trim_end_matches('/'));
-        let entry = match client.get(&url).send().await {
-            Ok(response) => {
-                let ready = response.status().is_success();
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                all_ready &= ready;
-                serde_json::json!({ "url": base, "ready": ready, "checks": body["checks"] })
+    for (name, client) in [("inventory", inventory), ("timeline", timeline)] {
+        let entry = match client.get("/readyz").await {
+            Ok(answer) => {
+                all_ready &= answer.is_success();
+                serde_json::json!({ "url": client.url(""), "ready": answer.is_success(), "checks": answer.body["checks"] })
             }
             Err(error) => {
                 all_ready = false;
-                serde_json::json!({ "url": base, "ready": false, "error": format!("not reachable: {error}") })
+                serde_json::json!({ "url": client.url(""), "ready": false, "error": format!("{error:#}") })
             }
         };
         report.insert(name.to_owned(), entry);
@@ -98,7 +136,7 @@ async fn status(
             } else {
                 "NOT READY"
             };
-            print!(
+            let mut line = format!(
                 "{name:<10} {state:<10} {}",
                 entry["url"].as_str().unwrap_or_default()
             );
@@ -113,17 +151,13 @@ async fn status(
                         )
                     })
                     .collect();
-                print!("  [{}]", list.join(", "));
+                line.push_str(&format!("  [{}]", list.join(", ")));
             }
             if let Some(error) = entry["error"].as_str() {
-                print!("  {error}");
+                line.push_str(&format!("  {error}"));
             }
-            println!();
+            println!("{line}");
         }
     }
-    Ok(if all_ready {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(all_ready))
 }

@@ -1,0 +1,275 @@
+//! `capctl flash-sale`: many buyers race for little stock; nothing may be oversold.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::client::{ServiceClient, metric_sum};
+use crate::latency::{Latencies, LatencySummary};
+
+/// What to race.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FlashSaleArgs {
+    /// Units of the product on sale.
+    #[arg(long, default_value_t = 100)]
+    pub stock: i64,
+    /// Buyers, each one reservation request.
+    #[arg(long, default_value_t = 2000)]
+    pub buyers: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Each buyer asks for 1..=max-quantity units (uniformly at random).
+    #[arg(long, default_value_t = 1)]
+    pub max_quantity: i64,
+    /// Spread the buyers over this many products (1 = one hot product).
+    #[arg(long, default_value_t = 1)]
+    pub products: usize,
+    /// Confirm each successful hold (held → sold), as a checkout would.
+    #[arg(long)]
+    pub confirm: bool,
+}
+
+/// The result of a flash sale, and the invariant it checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlashSaleReport {
+    pub skus: Vec<String>,
+    pub stock_per_product: i64,
+    pub buyers: usize,
+    pub concurrency: usize,
+    /// Units held or sold, per the service's counters after the race.
+    pub units_taken: i64,
+    /// Units taken according to the buyers' `201` answers.
+    pub units_acknowledged: i64,
+    /// Units taken beyond the stock; the guarantee is that this is 0.
+    pub oversold: i64,
+    pub held: usize,
+    pub confirmed: usize,
+    /// `409`: not enough stock left.
+    pub refused: usize,
+    /// `503`: contention outlasted the retry budget, or the database was unreachable.
+    pub unavailable: usize,
+    /// Any other status, by code (must be empty).
+    pub other: BTreeMap<u16, usize>,
+    /// Version conflicts and retries the service counted during the race.
+    pub conflicts: f64,
+    pub retries: f64,
+    pub elapsed_secs: f64,
+    pub requests_per_sec: f64,
+    pub latency: LatencySummary,
+    /// `oversold == 0`, the counters match the acknowledged holds, and no unexpected status.
+    pub invariant_holds: bool,
+}
+
+enum Outcome {
+    Held { quantity: i64, confirmed: bool },
+    Refused,
+    Unavailable,
+    Other(u16),
+}
+
+pub async fn run(
+    inventory: &ServiceClient,
+    args: &FlashSaleArgs,
+    show_progress: bool,
+) -> anyhow::Result<FlashSaleReport> {
+    ensure!(
+        args.buyers > 0 && args.concurrency > 0 && args.products > 0,
+        "buyers, concurrency and products must be positive"
+    );
+    ensure!(args.max_quantity >= 1, "max-quantity must be at least 1");
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let skus: Vec<String> = (0..args.products)
+        .map(|i| format!("flash-{}-{i}", &run_id[..12]))
+        .collect();
+    for sku in &skus {
+        inventory
+            .post(
+                "/v1/products",
+                &json!({"sku": sku, "name": "Flash sale item", "stock": args.stock}),
+            )
+            .await?
+            .into_success()
+            .with_context(|| format!("creating product {sku}"))?;
+    }
+    let before = inventory.metrics().await.unwrap_or_default();
+
+    let progress = if show_progress {
+        ProgressBar::new(args.buyers as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} buyers {pos}/{len} [{bar:40}] {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+
+    let started = Instant::now();
+    let mut latencies = Latencies::default();
+    let mut outcomes = Vec::with_capacity(args.buyers);
+    {
+        let buyers = futures::stream::iter(0..args.buyers)
+            .map(|buyer| {
+                let sku = &skus[buyer % skus.len()];
+                let quantity = rand::rng().random_range(1..=args.max_quantity);
+                buy(inventory, sku, quantity, args.confirm)
+            })
+            .buffer_unordered(args.concurrency);
+        futures::pin_mut!(buyers);
+        while let Some(result) = buyers.next().await {
+            let (outcome, elapsed) = result?;
+            latencies.record(elapsed);
+            outcomes.push(outcome);
+            progress.inc(1);
+        }
+    }
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+
+    let after = inventory.metrics().await.unwrap_or_default();
+    let mut units_taken = 0;
+    let mut oversold = 0;
+    for sku in &skus {
+        let product = inventory
+            .get(&format!("/v1/products/{sku}"))
+            .await?
+            .into_success()?;
+        let taken = product["reserved"].as_i64().unwrap_or_default()
+            + product["sold"].as_i64().unwrap_or_default();
+        units_taken += taken;
+        oversold += (taken - args.stock).max(0);
+    }
+
+    let mut report = FlashSaleReport {
+        skus,
+        stock_per_product: args.stock,
+        buyers: args.buyers,
+        concurrency: args.concurrency,
+        units_taken,
+        units_acknowledged: 0,
+        oversold,
+        held: 0,
+        confirmed: 0,
+        refused: 0,
+        unavailable: 0,
+        other: BTreeMap::new(),
+        conflicts: metric_sum(&after, "inventory_reservation_conflicts_total")
+            - metric_sum(&before, "inventory_reservation_conflicts_total"),
+        retries: metric_sum(&after, "inventory_reservation_retries_total")
+            - metric_sum(&before, "inventory_reservation_retries_total"),
+        elapsed_secs: elapsed.as_secs_f64(),
+        requests_per_sec: args.buyers as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+        latency: latencies.summary(),
+        invariant_holds: false,
+    };
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Held {
+                quantity,
+                confirmed,
+            } => {
+                report.held += 1;
+                report.confirmed += usize::from(confirmed);
+                report.units_acknowledged += quantity;
+            }
+            Outcome::Refused => report.refused += 1,
+            Outcome::Unavailable => report.unavailable += 1,
+            Outcome::Other(status) => *report.other.entry(status).or_default() += 1,
+        }
+    }
+    report.invariant_holds = report.oversold == 0
+        && report.units_taken == report.units_acknowledged
+        && report.other.is_empty();
+    Ok(report)
+}
+
+async fn buy(
+    inventory: &ServiceClient,
+    sku: &str,
+    quantity: i64,
+    confirm: bool,
+) -> anyhow::Result<(Outcome, Duration)> {
+    let started = Instant::now();
+    let answer = inventory
+        .post(
+            "/v1/reservations",
+            &json!({"items": [{"sku": sku, "quantity": quantity}]}),
+        )
+        .await?;
+    let elapsed = started.elapsed();
+    let outcome = match answer.status.as_u16() {
+        201 => {
+            let mut confirmed = false;
+            if confirm && let Some(id) = answer.body["id"].as_str() {
+                confirmed = inventory
+                    .post(&format!("/v1/reservations/{id}/confirm"), &json!({}))
+                    .await?
+                    .is_success();
+            }
+            Outcome::Held {
+                quantity,
+                confirmed,
+            }
+        }
+        409 => Outcome::Refused,
+        503 => Outcome::Unavailable,
+        other => Outcome::Other(other),
+    };
+    Ok((outcome, elapsed))
+}
+
+impl std::fmt::Display for FlashSaleReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "flash sale: {} buyers, {} in flight, {} unit(s) of stock on {} product(s)",
+            self.buyers,
+            self.concurrency,
+            self.stock_per_product,
+            self.skus.len()
+        )?;
+        writeln!(
+            f,
+            "  taken      {} units ({} holds, {} confirmed)",
+            self.units_taken, self.held, self.confirmed
+        )?;
+        writeln!(f, "  oversold   {}   (must be 0)", self.oversold)?;
+        writeln!(f, "  refused    {}   (409 sold out)", self.refused)?;
+        writeln!(
+            f,
+            "  503        {}   (contention or database unavailable)",
+            self.unavailable
+        )?;
+        if !self.other.is_empty() {
+            writeln!(f, "  other      {:?}   (unexpected)", self.other)?;
+        }
+        writeln!(
+            f,
+            "  conflicts  {}, retries {}",
+            self.conflicts, self.retries
+        )?;
+        writeln!(
+            f,
+            "  throughput {:.0} requests/s over {:.2} s",
+            self.requests_per_sec, self.elapsed_secs
+        )?;
+        writeln!(f, "  latency    {}", self.latency)?;
+        write!(
+            f,
+            "  invariant  {}: oversold = 0, counters = acknowledged holds ({}), no unexpected status",
+            if self.invariant_holds {
+                "HOLDS"
+            } else {
+                "VIOLATED"
+            },
+            self.units_acknowledged
+        )
+    }
+}
