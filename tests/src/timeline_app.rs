@@ -353,21 +353,9 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// The `timeline-worker` binary `cargo test --workspace` builds next to the test executable.
+/// The `timeline-worker` binary, built next to the test executable.
 pub fn worker_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let binary = dir.join("timeline-worker");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p timeline --bin timeline-worker` \
-         (`cargo test --workspace` builds it too)",
-        binary.display()
-    );
-    binary
+    crate::workspace_binary("timeline-worker")
 }
 
 /// Waits until the deployment's consumer has nothing pending and nothing unacked:

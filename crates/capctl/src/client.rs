@@ -130,3 +130,83 @@ mod tests {
         assert_eq!(metric_sum(text, "missing"), 0.0);
     }
 }
+
+/// Cumulative bucket counts `(le, count)` of a Prometheus histogram, summed
+/// over every label set, sorted by `le` (`+Inf` last).
+pub fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let bucket = format!("{name}_bucket");
+    let mut sums: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines().filter(|line| line.starts_with(&bucket)) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(le) = series
+            .split("le=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|le| {
+                if le == "+Inf" {
+                    Some(f64::INFINITY)
+                } else {
+                    le.parse().ok()
+                }
+            })
+        else {
+            continue;
+        };
+        let Ok(count) = value.parse::<f64>() else {
+            continue;
+        };
+        match sums.iter_mut().find(|(bound, _)| *bound == le) {
+            Some((_, sum)) => *sum += count,
+            None => sums.push((le, count)),
+        }
+    }
+    sums.sort_by(|a, b| a.0.total_cmp(&b.0));
+    sums
+}
+
+/// The `q` quantile of the observations made between two scrapes of a
+/// histogram, as the upper bound of the bucket it falls in (`None` without
+/// observations). Bucket bounds limit the resolution.
+pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let deltas: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, count)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, count - earlier)
+        })
+        .collect();
+    let total = deltas.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    deltas
+        .iter()
+        .find(|(_, cumulative)| *cumulative >= q * total)
+        .map(|(le, _)| *le)
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_bucket_deltas() {
+        let before =
+            "lag_bucket{le=\"0.1\"} 1\nlag_bucket{le=\"1\"} 1\nlag_bucket{le=\"+Inf\"} 1\n";
+        let after =
+            "lag_bucket{le=\"0.1\"} 51\nlag_bucket{le=\"1\"} 100\nlag_bucket{le=\"+Inf\"} 101\n";
+        let (b, a) = (
+            histogram_buckets(before, "lag"),
+            histogram_buckets(after, "lag"),
+        );
+        assert_eq!(histogram_quantile(&b, &a, 0.5), Some(0.1));
+        assert_eq!(histogram_quantile(&b, &a, 0.99), Some(1.0));
+        assert_eq!(histogram_quantile(&b, &a, 1.0), Some(f64::INFINITY));
+        assert_eq!(histogram_quantile(&a, &a, 0.5), None);
+    }
+}

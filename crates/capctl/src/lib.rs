@@ -5,10 +5,13 @@
 //!
 //! - [`client`]: a small HTTP client for both services, and Prometheus parsing.
 //! - [`commands`]: one-request commands (products, reservations, follows, posts, timelines).
+//! - [`fanout`]: builds a follow graph, posts, waits for convergence; reports missing
+//!   and duplicate entries (both must be 0).
 //! - [`flash_sale`]: many buyers race for little stock; reports oversold (must be 0).
 //! - [`latency`]: HDR-histogram latency recording.
 
 pub mod client;
 pub mod commands;
+pub mod fanout;
 pub mod flash_sale;
 pub mod latency;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use capctl::client::ServiceClient;
 use capctl::commands::{self, Everyday};
+use capctl::fanout::{self, FanoutArgs};
 use capctl::flash_sale::{self, FlashSaleArgs};
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,8 @@ enum Command {
     Status,
     /// Race many buyers for little stock and check that nothing is oversold.
     FlashSale(FlashSaleArgs),
+    /// Build a follow graph, post, wait for every timeline to converge; count missing and duplicates.
+    Fanout(FanoutArgs),
     #[command(flatten)]
     Everyday(Everyday),
 }
@@ -63,6 +66,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let pool = match &cli.command {
         Command::FlashSale(args) => args.concurrency,
+        Command::Fanout(args) => args.concurrency,
         _ => 4,
     };
     let inventory = ServiceClient::new("inventory", &cli.inventory_url, pool)?;
@@ -74,6 +78,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = flash_sale::run(&inventory, &args, progress).await?;
             print(&report, cli.json)?;
             Ok(exit_code(report.invariant_holds))
+        }
+        Command::Fanout(args) => {
+            let report = fanout::run(&timeline, &args, progress).await?;
+            print(&report, cli.json)?;
+            Ok(exit_code(report.invariant_holds && report.converged))
         }
         Command::Everyday(command) => {
             let answer = commands::run(command, &inventory, &timeline).await?;
