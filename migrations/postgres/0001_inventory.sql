@@ -1,7 +1,9 @@
 -- Stock per product. The counters always balance against what was received,
 -- and none may go negative: the database itself refuses an oversell.
 CREATE TABLE products (
-    sku        TEXT PRIMARY KEY CHECK (sku ~ '^[A-Za-z0-9._-]{1,64}$'),
+    -- Byte order (COLLATE "C"), whatever the database's default collation: the
+    -- service sorts skus the same way to lock rows in one global order.
+    sku        TEXT COLLATE "C" PRIMARY KEY CHECK (sku ~ '^[A-Za-z0-9._-]{1,64}$'),
     name       TEXT NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),
     received   BIGINT NOT NULL CHECK (received >= 0),
     available  BIGINT NOT NULL CHECK (available >= 0),
@@ -27,7 +29,7 @@ CREATE INDEX reservations_held_by_expiry ON reservations (expires_at) WHERE stat
 
 CREATE TABLE reservation_items (
     reservation_id UUID NOT NULL REFERENCES reservations (id),
-    sku            TEXT NOT NULL REFERENCES products (sku),
+    sku            TEXT COLLATE "C" NOT NULL REFERENCES products (sku),
     quantity       BIGINT NOT NULL CHECK (quantity > 0),
     PRIMARY KEY (reservation_id, sku)
 );
@@ -38,7 +40,7 @@ CREATE INDEX reservation_items_by_sku ON reservation_items (sku);
 -- product's ledger gives its current counters.
 CREATE TABLE stock_ledger (
     id             BIGSERIAL PRIMARY KEY,
-    sku            TEXT NOT NULL REFERENCES products (sku),
+    sku            TEXT COLLATE "C" NOT NULL REFERENCES products (sku),
     kind           TEXT NOT NULL CHECK (kind IN ('received', 'reserved', 'released', 'expired', 'sold', 'adjusted')),
     quantity       BIGINT NOT NULL CHECK (quantity > 0),
     reservation_id UUID REFERENCES reservations (id),

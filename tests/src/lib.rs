@@ -46,15 +46,23 @@ pub async fn closed_port() -> SocketAddr {
 
 /// Creates a fresh, uniquely named database and returns its URL.
 pub async fn fresh_database(prefix: &str) -> String {
+    fresh_database_with(prefix, "").await
+}
+
+/// Creates a fresh, uniquely named database with extra `CREATE DATABASE`
+/// options (a locale, say) and returns its URL.
+pub async fn fresh_database_with(prefix: &str, options: &str) -> String {
     let admin = postgres_admin_url();
     let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&admin)
         .await
         .expect("connect to the PostgreSQL admin database");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{name}\" {options}"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("create test database");
     let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
     format!("{base}/{name}")
 }

@@ -409,3 +409,48 @@ e2e::per_strategy!(
     a_multi_item_reservation_that_cannot_be_filled_changes_nothing,
     bad_input_is_a_problem_and_changes_nothing
 );
+
+/// On a database whose default collation is not byte order (ICU `en-US` sorts
+/// `_x, a, B, Z9`; bytes sort `B, Z9, _x, a`), every line still takes stock
+/// from its own product.
+async fn lines_take_stock_from_their_own_products_whatever_the_collation(strategy: &str) {
+    let url = e2e::fresh_database_with(
+        "inventory_icu",
+        "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8' TEMPLATE template0",
+    )
+    .await;
+    let app = InventoryApp::spawn_on(&url, &["--reservation-strategy", strategy]).await;
+    for (sku, stock) in [("a", 10), ("B", 20), ("_x", 30), ("Z9", 40)] {
+        app.create_product(sku, stock).await;
+    }
+    let held = app
+        .reserve(&[("a", 1), ("B", 2), ("_x", 3), ("Z9", 4)], None)
+        .await;
+    assert_eq!(held.status(), 201);
+    for (sku, available, reserved) in [("a", 9, 1), ("B", 18, 2), ("_x", 27, 3), ("Z9", 36, 4)] {
+        let counters = app.counters(sku).await;
+        assert_eq!(
+            (counters.available, counters.reserved),
+            (available, reserved),
+            "{sku}"
+        );
+    }
+    let short = problem(app.reserve(&[("a", 1), ("Z9", 41)], None).await, 409).await;
+    assert_eq!(
+        short["items"],
+        json!([{"sku": "Z9", "requested": 41, "available": 36}])
+    );
+    let id = held.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        app.post_json(&format!("/v1/reservations/{id}/cancel"), &json!({}))
+            .await
+            .status(),
+        200
+    );
+    app.assert_ledger_replays().await;
+}
+
+e2e::per_strategy!(lines_take_stock_from_their_own_products_whatever_the_collation);

@@ -152,3 +152,83 @@ e2e::per_strategy!(
     flash_sale_of_mixed_quantities_never_oversells,
     concurrent_duplicates_with_one_idempotency_key_create_one_reservation
 );
+
+#[tokio::test]
+async fn contention_beyond_the_retry_budget_is_a_503_with_retry_after() {
+    // One attempt only: every lost compare-and-set exhausts the budget.
+    let app = InventoryApp::spawn(&["--reservation-max-attempts", "1"]).await;
+    app.create_product("HOT", 1_000).await;
+
+    let buyers = (0..64).map(|_| async {
+        let response = app.reserve(&[("HOT", 1)], None).await;
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (status, retry_after, body)
+    });
+    let answers = join_all(buyers).await;
+
+    let held = answers
+        .iter()
+        .filter(|(status, _, _)| *status == 201)
+        .count() as i64;
+    let contended: Vec<_> = answers
+        .iter()
+        .filter(|(status, _, _)| *status == 503)
+        .collect();
+    assert!(
+        !contended.is_empty(),
+        "64 racing buyers with one attempt each: some lose"
+    );
+    for (_, retry_after, body) in &contended {
+        assert!(retry_after.is_some(), "a 503 says when to retry");
+        assert_eq!(body["type"], "/problems/unavailable");
+        assert_eq!(body["attempts"], 1);
+    }
+    assert_eq!(
+        held + contended.len() as i64,
+        64,
+        "only 201 and 503: {answers:?}"
+    );
+    assert_eq!(app.counters("HOT").await.reserved, held);
+    app.assert_ledger_replays().await;
+}
+
+#[tokio::test]
+async fn a_refusal_is_replayed_for_its_idempotency_key_even_after_a_restock() {
+    let app = InventoryApp::spawn(&[]).await;
+    app.create_product("SCARCE", 1).await;
+
+    let first = app.reserve(&[("SCARCE", 2)], Some("order-77")).await;
+    assert_eq!(first.status(), 409);
+    let first: Value = first.json().await.expect("problem");
+
+    let product = app.get("/v1/products/SCARCE").await;
+    let etag = product.headers()["etag"].to_str().expect("etag").to_owned();
+    let restock = app
+        .client
+        .patch(app.url("/v1/products/SCARCE"))
+        .header("If-Match", etag)
+        .json(&serde_json::json!({"restock": 5}))
+        .send()
+        .await
+        .expect("restock");
+    assert_eq!(restock.status(), 200);
+
+    // The same request with the same key answers as it did the first time.
+    let retry = app.reserve(&[("SCARCE", 2)], Some("order-77")).await;
+    assert_eq!(retry.status(), 409);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["content-type"], "application/problem+json");
+    assert_eq!(retry.json::<Value>().await.expect("problem"), first);
+    assert_eq!(app.counters("SCARCE").await.reserved, 0);
+
+    // A new key is a new request, and now there is stock for it.
+    assert_eq!(
+        app.reserve(&[("SCARCE", 2)], Some("order-78"))
+            .await
+            .status(),
+        201
+    );
+    app.assert_ledger_replays().await;
+}

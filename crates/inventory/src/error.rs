@@ -58,13 +58,31 @@ impl From<sqlx::Error> for InventoryError {
         use sqlx::Error as E;
         match &error {
             E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) => Self::Unavailable(error),
-            // admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away.
+            // Class 08 (connection exception), 53300 (too many connections),
+            // 57P01-03 (admin or crash shutdown, cannot connect now): the
+            // database cannot serve right now, which a retry may cure.
             E::Database(db)
-                if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03")) =>
+                if db.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || matches!(code.as_ref(), "53300" | "57P01" | "57P02" | "57P03")
+                }) =>
             {
                 Self::Unavailable(error)
             }
             _ => Self::Database(error),
+        }
+    }
+}
+
+impl InventoryError {
+    /// The problem to record with an idempotency key: refusals that the same
+    /// request would meet again (unknown sku, insufficient stock). Transient
+    /// failures (contention, outage) are not recorded, so a retry can succeed.
+    pub fn recordable_problem(&self) -> Option<Problem> {
+        match self {
+            Self::UnknownSkus(skus) => Some(Self::UnknownSkus(skus.clone()).into()),
+            Self::InsufficientStock(items) => Some(Self::InsufficientStock(items.clone()).into()),
+            _ => None,
         }
     }
 }
@@ -137,7 +155,7 @@ impl From<InventoryError> for Problem {
             InventoryError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
                 Problem::unavailable(
-                    "the inventory database is unreachable; retry shortly",
+                    "the inventory database is unreachable or saturated; retry shortly",
                     RETRY_AFTER_SECS,
                 )
             }

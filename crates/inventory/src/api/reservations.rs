@@ -81,9 +81,10 @@ impl From<ReservationRecord> for Reservation {
 /// Hold stock for all items or none.
 ///
 /// With an `Idempotency-Key`, a retry of the same request answers the original
-/// result (`Idempotent-Replayed: true`), and concurrent duplicates create one
-/// reservation. Only successful creations are recorded: a request that failed
-/// can be retried with the same key and is evaluated afresh.
+/// status and body (`Idempotent-Replayed: true`), and concurrent duplicates
+/// create one reservation. Holds and refusals (unknown sku, insufficient
+/// stock) are recorded; transient failures (`503`) and invalid requests are
+/// not, so those can be retried with the same key.
 #[utoipa::path(
     post, path = "/v1/reservations", tag = "reservations",
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body → same answer")),
@@ -122,11 +123,21 @@ async fn create_reservation(
         ),
         Reserved::Replayed { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
-            let id = body["id"]
-                .as_str()
-                .and_then(|id| id.parse().ok())
-                .unwrap_or_default();
-            let mut response = created(status, id, Json(body).into_response());
+            let mut response = if status.is_success() {
+                let id = body["id"]
+                    .as_str()
+                    .and_then(|id| id.parse().ok())
+                    .unwrap_or_default();
+                created(status, id, Json(body).into_response())
+            } else {
+                // A recorded refusal: the original problem document.
+                let mut refusal = (status, Json(body)).into_response();
+                refusal.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(service_kit::problem::PROBLEM_JSON),
+                );
+                refusal
+            };
             response
                 .headers_mut()
                 .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));

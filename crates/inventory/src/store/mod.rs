@@ -1,7 +1,12 @@
 //! PostgreSQL access: every query the service runs lives in this module.
 //!
-//! Each public method is one ACID transaction. Product rows are always locked in
-//! sku order, so concurrent transactions cannot deadlock on each other.
+//! Queries are checked against the schema at compile time (`sqlx::query!`;
+//! the offline data in `.sqlx/` lets the workspace build without a database).
+//! Each public method is one ACID transaction. Each step locks product rows in
+//! sku order (byte order, `COLLATE "C"` in the schema), so reservations do not
+//! deadlock on each other; a deadlock with a step that releases expired holds
+//! on other skus first remains possible, is detected by PostgreSQL, and is
+//! retried like a version conflict.
 
 mod expiry;
 mod products;
@@ -35,7 +40,7 @@ impl PgStore {
 }
 
 /// A product's counters as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductRow {
     pub sku: String,
     pub name: String,
@@ -47,7 +52,7 @@ pub struct ProductRow {
 }
 
 /// One stock movement.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerRow {
     pub id: i64,
     pub kind: String,
@@ -66,9 +71,6 @@ pub struct ReservationRecord {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
-
-/// Columns of `products` in [`ProductRow`] order.
-const PRODUCT_COLUMNS: &str = "sku, name, received, available, reserved, sold, version";
 
 /// Is this error one that a retry of the whole transaction can cure?
 /// (serialization failure, deadlock detected)

@@ -1,8 +1,6 @@
 //! Products: create, read, update with optimistic locking, ledger pages.
 
-use sqlx::AssertSqlSafe;
-
-use super::{ExpiryScope, LedgerRow, PRODUCT_COLUMNS, PgStore, ProductRow};
+use super::{ExpiryScope, LedgerRow, PgStore, ProductRow};
 use crate::domain::{ProductName, Sku, StockLevel};
 use crate::error::InventoryError;
 
@@ -16,15 +14,16 @@ impl PgStore {
         stock: StockLevel,
     ) -> Result<ProductRow, InventoryError> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query_as::<_, ProductRow>(AssertSqlSafe(format!(
+        let inserted = sqlx::query_as!(
+            ProductRow,
             "INSERT INTO products (sku, name, received, available, reserved, sold)
              VALUES ($1, $2, $3, $3, 0, 0)
              ON CONFLICT (sku) DO NOTHING
-             RETURNING {PRODUCT_COLUMNS}"
-        )))
-        .bind(sku.as_str())
-        .bind(name.as_str())
-        .bind(stock.get())
+             RETURNING sku, name, received, available, reserved, sold, version",
+            sku.as_str(),
+            name.as_str(),
+            stock.get(),
+        )
         .fetch_optional(&mut *tx)
         .await?;
         let Some(product) = inserted else {
@@ -70,7 +69,8 @@ impl PgStore {
             });
         };
         let restock = restock.map_or(0, StockLevel::get);
-        let updated = sqlx::query_as::<_, ProductRow>(AssertSqlSafe(format!(
+        let updated = sqlx::query_as!(
+            ProductRow,
             "UPDATE products
              SET name = COALESCE($3, name),
                  received = received + $4,
@@ -78,12 +78,12 @@ impl PgStore {
                  version = version + 1,
                  updated_at = now()
              WHERE sku = $1 AND version = $2
-             RETURNING {PRODUCT_COLUMNS}"
-        )))
-        .bind(sku.as_str())
-        .bind(expected_version)
-        .bind(name.map(ProductName::as_str))
-        .bind(restock)
+             RETURNING sku, name, received, available, reserved, sold, version",
+            sku.as_str(),
+            expected_version,
+            name.map(ProductName::as_str),
+            restock,
+        )
         .fetch_optional(&mut *tx)
         .await?;
         let Some(updated) = updated else {
@@ -110,23 +110,26 @@ impl PgStore {
         before: Option<i64>,
         limit: i64,
     ) -> Result<(Vec<LedgerRow>, Option<i64>), InventoryError> {
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM products WHERE sku = $1")
-            .bind(sku.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        if exists.is_none() {
+        let exists = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM products WHERE sku = $1) AS "exists!""#,
+            sku.as_str(),
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if !exists {
             return Err(InventoryError::ProductNotFound(sku.to_string()));
         }
-        let mut rows = sqlx::query_as::<_, LedgerRow>(
+        let mut rows = sqlx::query_as!(
+            LedgerRow,
             "SELECT id, kind, quantity, reservation_id, created_at
              FROM stock_ledger
              WHERE sku = $1 AND ($2::BIGINT IS NULL OR id < $2)
              ORDER BY id DESC
              LIMIT $3",
+            sku.as_str(),
+            before,
+            limit + 1,
         )
-        .bind(sku.as_str())
-        .bind(before)
-        .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
         let next = if rows.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
@@ -143,10 +146,11 @@ async fn fetch_product(
     tx: &mut sqlx::PgConnection,
     sku: &Sku,
 ) -> Result<Option<ProductRow>, sqlx::Error> {
-    sqlx::query_as::<_, ProductRow>(AssertSqlSafe(format!(
-        "SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1"
-    )))
-    .bind(sku.as_str())
+    sqlx::query_as!(
+        ProductRow,
+        "SELECT sku, name, received, available, reserved, sold, version FROM products WHERE sku = $1",
+        sku.as_str(),
+    )
     .fetch_optional(tx)
     .await
 }
@@ -156,10 +160,12 @@ async fn record_received(
     sku: &Sku,
     quantity: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO stock_ledger (sku, kind, quantity) VALUES ($1, 'received', $2)")
-        .bind(sku.as_str())
-        .bind(quantity)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO stock_ledger (sku, kind, quantity) VALUES ($1, 'received', $2)",
+        sku.as_str(),
+        quantity,
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }

@@ -65,13 +65,15 @@ pub enum Reserved {
 #[derive(Debug, Clone)]
 pub struct IdempotentRequest<'a> {
     pub key: &'a str,
-    /// The request, normalised, to tell a retry from a different request.
+    /// The request as parsed, to tell a retry from a different request.
     pub fingerprint: serde_json::Value,
 }
 
 /// What one attempt of the reservation transaction came to.
 enum Attempt {
     Done(Reserved),
+    /// A final refusal, recorded with the idempotency key; commit, then answer it.
+    Refused(InventoryError),
     /// A concurrent writer changed a product between our read and our write.
     Conflict,
 }
@@ -82,8 +84,13 @@ impl PgStore {
     /// The policy's [`LockingStrategy`] takes the stock (optimistic by
     /// default: read `(available, version)`, then `UPDATE … WHERE sku = $1 AND
     /// version = $2`). When a concurrent writer wins, the whole transaction is
-    /// rolled back and retried after a jittered backoff, up to the policy's budget. `render` produces the response body that is
-    /// stored for `idempotency`, in the same transaction as the hold.
+    /// rolled back and retried after a jittered backoff, up to the policy's
+    /// budget.
+    ///
+    /// With `idempotency`, the key is claimed in the same transaction and the
+    /// final answer is recorded with it: `render`'s body for a new hold, or the
+    /// problem for a refusal (unknown sku, insufficient stock), so a retry gets
+    /// the original answer whatever the stock has done since.
     #[tracing::instrument(skip_all, fields(lines = request.lines.skus().len()))]
     pub async fn reserve(
         &self,
@@ -103,6 +110,10 @@ impl PgStore {
                 Ok(Attempt::Done(reserved)) => {
                     tx.commit().await?;
                     break Ok(reserved);
+                }
+                Ok(Attempt::Refused(error)) => {
+                    tx.commit().await?;
+                    break Err(error);
                 }
                 // Roll back now, not when the connection is next used: an open
                 // transaction sleeping through the backoff would hold its locks.
@@ -210,38 +221,88 @@ async fn reserve_once(
         // Claim the key. A concurrent request holding it makes this INSERT wait
         // for that transaction's outcome: committed → we replay its answer;
         // rolled back → the key is ours.
-        let claimed = sqlx::query(
+        let claimed = sqlx::query!(
             "INSERT INTO idempotency_keys (scope, key, request, status_code, response_body)
              VALUES ($1, $2, $3, 0, 'null')
              ON CONFLICT (scope, key) DO NOTHING",
+            RESERVATIONS_SCOPE,
+            idem.key,
+            &idem.fingerprint,
         )
-        .bind(RESERVATIONS_SCOPE)
-        .bind(idem.key)
-        .bind(&idem.fingerprint)
         .execute(&mut **tx)
         .await?
         .rows_affected()
             == 1;
         if !claimed {
-            let (same, status, body): (bool, i16, serde_json::Value) = sqlx::query_as(
-                "SELECT request = $3, status_code, response_body
-                 FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            let original = sqlx::query!(
+                r#"SELECT request = $3 AS "same!", status_code, response_body
+                   FROM idempotency_keys WHERE scope = $1 AND key = $2"#,
+                RESERVATIONS_SCOPE,
+                idem.key,
+                &idem.fingerprint,
             )
-            .bind(RESERVATIONS_SCOPE)
-            .bind(idem.key)
-            .bind(&idem.fingerprint)
             .fetch_one(&mut **tx)
             .await?;
-            if !same {
+            if !original.same {
                 return Err(InventoryError::IdempotencyKeyReused);
             }
             return Ok(Attempt::Done(Reserved::Replayed {
-                status: u16::try_from(status).unwrap_or(201),
-                body,
+                status: u16::try_from(original.status_code).unwrap_or(201),
+                body: original.response_body,
             }));
         }
+        // Undo the hold, not the claim, if the request is refused.
+        sqlx::query("SAVEPOINT hold").execute(&mut **tx).await?;
+        return match hold(tx, request, policy).await {
+            Ok(attempt) => {
+                if let Attempt::Done(Reserved::Created(record)) = &attempt {
+                    record_answer(tx, idem.key, 201, &render(record)).await?;
+                }
+                Ok(attempt)
+            }
+            Err(refusal) => match refusal.recordable_problem() {
+                Some(problem) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT hold")
+                        .execute(&mut **tx)
+                        .await?;
+                    let body = serde_json::to_value(&problem).unwrap_or_default();
+                    record_answer(tx, idem.key, problem.status, &body).await?;
+                    Ok(Attempt::Refused(refusal))
+                }
+                None => Err(refusal),
+            },
+        };
     }
+    hold(tx, request, policy).await
+}
 
+/// Records the final answer to an idempotent request with its key.
+async fn record_answer(
+    tx: &mut Transaction<'_, Postgres>,
+    key: &str,
+    status: u16,
+    body: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE idempotency_keys SET status_code = $3, response_body = $4
+         WHERE scope = $1 AND key = $2",
+        RESERVATIONS_SCOPE,
+        key,
+        i16::try_from(status).unwrap_or(500),
+        body,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Releases due holds on the lines' products, takes the stock and writes the
+/// reservation, its lines and its ledger rows.
+async fn hold(
+    tx: &mut Transaction<'_, Postgres>,
+    request: &NewReservation,
+    policy: &ContentionPolicy,
+) -> Result<Attempt, InventoryError> {
     let skus = request.lines.skus();
     ExpiryScope::Skus(&skus).release(tx).await?;
 
@@ -250,32 +311,32 @@ async fn reserve_once(
     }
 
     let id = Uuid::now_v7();
-    let (created_at, expires_at): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+    let inserted = sqlx::query!(
         "INSERT INTO reservations (id, status, expires_at)
          VALUES ($1, 'held', now() + make_interval(secs => $2))
          RETURNING created_at, expires_at",
+        id,
+        request.ttl_seconds as f64,
     )
-    .bind(id)
-    .bind(request.ttl_seconds as f64)
     .fetch_one(&mut **tx)
     .await?;
     let quantities = request.lines.quantities();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO reservation_items (reservation_id, sku, quantity)
          SELECT $1, * FROM UNNEST($2::TEXT[], $3::BIGINT[])",
+        id,
+        &skus,
+        &quantities,
     )
-    .bind(id)
-    .bind(&skus)
-    .bind(&quantities)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO stock_ledger (sku, kind, quantity, reservation_id)
          SELECT sku, 'reserved', quantity, $1 FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS l(sku, quantity)",
+        id,
+        &skus,
+        &quantities,
     )
-    .bind(id)
-    .bind(&skus)
-    .bind(&quantities)
     .execute(&mut **tx)
     .await?;
 
@@ -283,55 +344,46 @@ async fn reserve_once(
         id,
         status: ReservationStatus::Held,
         items: skus.into_iter().zip(quantities).collect(),
-        created_at,
-        expires_at,
+        created_at: inserted.created_at,
+        expires_at: inserted.expires_at,
     };
-    if let Some(idem) = idempotency {
-        sqlx::query(
-            "UPDATE idempotency_keys SET status_code = 201, response_body = $3
-             WHERE scope = $1 AND key = $2",
-        )
-        .bind(RESERVATIONS_SCOPE)
-        .bind(idem.key)
-        .bind(render(&record))
-        .execute(&mut **tx)
-        .await?;
-    }
     Ok(Attempt::Done(Reserved::Created(record)))
 }
 
 /// Moves a locked hold's stock from reserved to sold.
 async fn sell_hold(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    let lines: Vec<(String, i64)> = sqlx::query_as(
+    let lines = sqlx::query!(
         "SELECT sku, quantity FROM reservation_items WHERE reservation_id = $1 ORDER BY sku",
+        id,
     )
-    .bind(id)
     .fetch_all(&mut *tx)
     .await?;
-    for (sku, quantity) in &lines {
-        sqlx::query(
+    for line in &lines {
+        sqlx::query!(
             "UPDATE products
              SET reserved = reserved - $2, sold = sold + $2,
                  version = version + 1, updated_at = now()
              WHERE sku = $1",
+            line.sku,
+            line.quantity,
         )
-        .bind(sku)
-        .bind(quantity)
         .execute(&mut *tx)
         .await?;
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO stock_ledger (sku, kind, quantity, reservation_id)
          SELECT sku, 'sold', quantity, reservation_id FROM reservation_items
          WHERE reservation_id = $1 ORDER BY sku",
+        id,
     )
-    .bind(id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE reservations SET status = 'confirmed', updated_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE reservations SET status = 'confirmed', updated_at = now() WHERE id = $1",
+        id,
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -341,35 +393,56 @@ async fn load_reservation(
     id: Uuid,
     lock: bool,
 ) -> Result<Option<ReservationRecord>, sqlx::Error> {
-    let query = if lock {
-        "SELECT status, created_at, expires_at, expires_at <= now() FROM reservations WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT status, created_at, expires_at, expires_at <= now() FROM reservations WHERE id = $1"
-    };
-    let row: Option<(String, DateTime<Utc>, DateTime<Utc>, bool)> = sqlx::query_as(query)
-        .bind(id)
+    let head = if lock {
+        sqlx::query_as!(
+            ReservationHead,
+            r#"SELECT status, created_at, expires_at, expires_at <= now() AS "past_expiry!"
+               FROM reservations WHERE id = $1 FOR UPDATE"#,
+            id,
+        )
         .fetch_optional(&mut *conn)
-        .await?;
-    let Some((status, created_at, expires_at, past_expiry)) = row else {
+        .await?
+    } else {
+        sqlx::query_as!(
+            ReservationHead,
+            r#"SELECT status, created_at, expires_at, expires_at <= now() AS "past_expiry!"
+               FROM reservations WHERE id = $1"#,
+            id,
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+    };
+    let Some(head) = head else {
         return Ok(None);
     };
-    let mut status = ReservationStatus::from_db(&status).ok_or_else(|| {
-        sqlx::Error::Decode(format!("unknown reservation status '{status}'").into())
+    let mut status = ReservationStatus::from_db(&head.status).ok_or_else(|| {
+        sqlx::Error::Decode(format!("unknown reservation status '{}'", head.status).into())
     })?;
-    if status == ReservationStatus::Held && past_expiry {
+    if status == ReservationStatus::Held && head.past_expiry {
         status = ReservationStatus::Expired;
     }
-    let items = sqlx::query_as(
+    let items = sqlx::query!(
         "SELECT sku, quantity FROM reservation_items WHERE reservation_id = $1 ORDER BY sku",
+        id,
     )
-    .bind(id)
     .fetch_all(&mut *conn)
     .await?;
     Ok(Some(ReservationRecord {
         id,
         status,
-        items,
-        created_at,
-        expires_at,
+        items: items
+            .into_iter()
+            .map(|line| (line.sku, line.quantity))
+            .collect(),
+        created_at: head.created_at,
+        expires_at: head.expires_at,
     }))
+}
+
+/// The `reservations` row, and whether it is past its expiry by the database's clock.
+struct ReservationHead {
+    status: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    past_expiry: bool,
 }

@@ -3,6 +3,8 @@
 //! All three run inside the reservation transaction, touch product rows in sku
 //! order, and leave the same result; they differ in who waits and who retries.
 
+use std::collections::HashMap;
+
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::domain::ReservationLines;
@@ -61,16 +63,17 @@ async fn optimistic(
 ) -> Result<Taken, InventoryError> {
     let stock = read_stock(tx, lines, false).await?;
     check_stock(lines, &stock)?;
-    for (line, (sku, _, version)) in lines.iter().zip(&stock) {
-        let updated = sqlx::query(
+    for line in lines.iter() {
+        let version = stock[line.sku.as_str()].version;
+        let updated = sqlx::query!(
             "UPDATE products
              SET available = available - $3, reserved = reserved + $3,
                  version = version + 1, updated_at = now()
              WHERE sku = $1 AND version = $2",
+            line.sku.as_str(),
+            version,
+            line.quantity.get(),
         )
-        .bind(sku)
-        .bind(version)
-        .bind(line.quantity.get())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -88,14 +91,14 @@ async fn pessimistic(
     let stock = read_stock(tx, lines, true).await?;
     check_stock(lines, &stock)?;
     for line in lines.iter() {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE products
              SET available = available - $2, reserved = reserved + $2,
                  version = version + 1, updated_at = now()
              WHERE sku = $1",
+            line.sku.as_str(),
+            line.quantity.get(),
         )
-        .bind(line.sku.as_str())
-        .bind(line.quantity.get())
         .execute(&mut *tx)
         .await?;
     }
@@ -109,14 +112,14 @@ async fn guarded(tx: &mut PgConnection, lines: &ReservationLines) -> Result<Take
         .execute(&mut *tx)
         .await?;
     for line in lines.iter() {
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE products
              SET available = available - $2, reserved = reserved + $2,
                  version = version + 1, updated_at = now()
              WHERE sku = $1 AND available >= $2",
+            line.sku.as_str(),
+            line.quantity.get(),
         )
-        .bind(line.sku.as_str())
-        .bind(line.quantity.get())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -137,47 +140,63 @@ async fn guarded(tx: &mut PgConnection, lines: &ReservationLines) -> Result<Take
     Ok(Taken::Yes)
 }
 
-/// `(sku, available, version)` of every line's product, in sku order;
-/// `for_update` locks the rows (in that order) until the transaction ends.
+/// The stock of every line's product that exists, by sku; `for_update` locks
+/// the rows, in sku order, until the transaction ends.
 async fn read_stock(
     tx: &mut PgConnection,
     lines: &ReservationLines,
     for_update: bool,
-) -> Result<Vec<(String, i64, i64)>, InventoryError> {
-    let query = if for_update {
-        "SELECT sku, available, version FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE"
-    } else {
-        "SELECT sku, available, version FROM products WHERE sku = ANY($1) ORDER BY sku"
-    };
-    Ok(sqlx::query_as(query)
-        .bind(lines.skus())
+) -> Result<HashMap<String, StockRow>, InventoryError> {
+    let rows = if for_update {
+        sqlx::query_as!(
+            StockRow,
+            "SELECT sku, available, version FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+            &lines.skus(),
+        )
         .fetch_all(&mut *tx)
-        .await?)
+        .await?
+    } else {
+        sqlx::query_as!(
+            StockRow,
+            "SELECT sku, available, version FROM products WHERE sku = ANY($1) ORDER BY sku",
+            &lines.skus(),
+        )
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    Ok(rows.into_iter().map(|row| (row.sku.clone(), row)).collect())
+}
+
+/// A product's stock as a reservation reads it.
+#[derive(Debug)]
+struct StockRow {
+    sku: String,
+    available: i64,
+    version: i64,
 }
 
 /// Every line names a product (else `404`) with enough available (else `409`
 /// listing each short line).
 fn check_stock(
     lines: &ReservationLines,
-    stock: &[(String, i64, i64)],
+    stock: &HashMap<String, StockRow>,
 ) -> Result<(), InventoryError> {
-    let skus = lines.skus();
-    if stock.len() != skus.len() {
-        let missing = skus
-            .into_iter()
-            .filter(|sku| !stock.iter().any(|(found, _, _)| found == sku))
-            .collect();
+    let missing: Vec<String> = lines
+        .iter()
+        .filter(|line| !stock.contains_key(line.sku.as_str()))
+        .map(|line| line.sku.to_string())
+        .collect();
+    if !missing.is_empty() {
         return Err(InventoryError::UnknownSkus(missing));
     }
-    // Both lists are in sku order.
     let short: Vec<ShortItem> = lines
         .iter()
-        .zip(stock)
-        .filter(|(line, (_, available, _))| line.quantity.get() > *available)
-        .map(|(line, (sku, available, _))| ShortItem {
-            sku: sku.clone(),
+        .map(|line| (line, &stock[line.sku.as_str()]))
+        .filter(|(line, row)| line.quantity.get() > row.available)
+        .map(|(line, row)| ShortItem {
+            sku: row.sku.clone(),
             requested: line.quantity.get(),
-            available: *available,
+            available: row.available,
         })
         .collect();
     if short.is_empty() {
