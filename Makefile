@@ -6,10 +6,13 @@
 #   make down   stop the servers `make run`/`make test` started (others are left alone)
 #   make lint   rustfmt --check, clippy -D warnings, hadolint and the Compose schema
 #   make stack  only install and start the stores
+#   make sqlx-prepare  regenerate .sqlx/ (compile-checked SQL) after changing a query or migration
+#   make bench  release build, then the benchmarks against the local stack: prints a
+#               table of ratios and writes bench/results/latest.md (never fails on a target)
 
 CARGO ?= cargo
 
-.PHONY: run test down lint stack build
+.PHONY: run test down lint stack build sqlx-prepare bench
 
 stack:
 	scripts/up.sh
@@ -32,3 +35,15 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	scripts/lint-containers.sh
+
+# Builds the release binaries and brings the stack up itself (see scripts/bench.sh).
+bench:
+	scripts/bench.sh
+
+# A fresh scratch database with the migrations applied, then the query data for offline builds.
+SQLX_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/inventory_sqlx
+sqlx-prepare: stack
+	command -v cargo-sqlx >/dev/null || $(CARGO) install sqlx-cli --version 0.9.0 --locked --no-default-features --features postgres,rustls
+	psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS inventory_sqlx" -c "CREATE DATABASE inventory_sqlx"
+	DATABASE_URL=$(SQLX_DATABASE_URL) sqlx migrate run --source migrations/postgres
+	DATABASE_URL=$(SQLX_DATABASE_URL) SQLX_OFFLINE=false $(CARGO) sqlx prepare --workspace

@@ -57,6 +57,10 @@ pip_install() {
   if "$python" -m pip --version >/dev/null 2>&1; then
     "$python" -m pip install --quiet --disable-pip-version-check "${REQUIREMENTS[@]}"
   else
+    if ! python3 -m pip --version >/dev/null 2>&1 && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+      log "apt-get install python3-pip (to install the container linters)"
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    fi
     python3 -m pip --version >/dev/null 2>&1 || die "pip is needed to install the container linters"
     python3 -m pip --python "$python" install --quiet --disable-pip-version-check "${REQUIREMENTS[@]}"
   fi || die "could not install ${REQUIREMENTS[*]} from PyPI"
