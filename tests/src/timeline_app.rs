@@ -138,11 +138,13 @@ impl Deployment {
         args
     }
 
-    /// Deletes the test's stream (best effort).
+    /// Deletes the test's streams, work and dead letters (best effort).
     pub async fn delete_stream(&self) {
         if let Ok(client) = async_nats::connect(&self.nats_url).await {
-            let _ = async_nats::jetstream::new(client)
-                .delete_stream(&self.stream)
+            let jetstream = async_nats::jetstream::new(client);
+            let _ = jetstream.delete_stream(&self.stream).await;
+            let _ = jetstream
+                .delete_stream(format!("{}_DEAD", self.stream))
                 .await;
         }
     }

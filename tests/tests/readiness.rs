@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use e2e::inventory_app::InventoryApp;
+use e2e::timeline_app::TimelineApp;
 use e2e::{cassandra_nodes, closed_port, http_client, nats_url};
 use service_kit::health::{
     CassandraCheck, CheckStatus, NatsJetStreamCheck, PostgresCheck, Readiness, ReadinessCheck,
@@ -232,41 +233,21 @@ async fn inventory_service_has_the_shared_endpoints() {
 #[tokio::test]
 async fn timeline_service_is_ready_with_cassandra_and_nats_and_not_without() {
     use clap::Parser;
-    service_kit::telemetry::init_for_tests();
+    // The shared test keyspace and a fresh stream, never the production names;
+    // `spawn` waits (up to a minute: migrating a fresh keyspace takes a while)
+    // for `/readyz` to answer 200.
+    let app = TimelineApp::spawn(&[]).await;
+    let ready = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    app.deployment.delete_stream().await;
+
     let shutdown = CancellationToken::new();
     let _stop = e2e::StopOnDrop(shutdown.clone());
-
-    let nodes = cassandra_nodes().join(",");
-    let nats = nats_url();
-    let config = timeline::Config::parse_from([
-        "timeline",
-        "--addr",
-        "127.0.0.1:0",
-        "--cassandra-nodes",
-        &nodes,
-        "--nats-url",
-        &nats,
-    ]);
-    let app = timeline::Application::build(config).await.expect("build");
-    let addr = app.local_addr().expect("addr");
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-
-    let mut status = 0;
-    for _ in 0..50 {
-        status = http_client()
-            .get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status()
-            .as_u16();
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 200);
-
     let closed = closed_port().await;
     let config = timeline::Config::parse_from([
         "timeline",
@@ -276,6 +257,12 @@ async fn timeline_service_is_ready_with_cassandra_and_nats_and_not_without() {
         &closed.to_string(),
         "--nats-url",
         &format!("nats://{closed}"),
+        "--cassandra-keyspace",
+        &app.deployment.keyspace,
+        "--nats-stream",
+        &app.deployment.stream,
+        "--nats-subject-prefix",
+        &app.deployment.prefix,
     ]);
     let app = timeline::Application::build(config).await.expect("build");
     let addr = app.local_addr().expect("addr");

@@ -244,3 +244,81 @@ async fn openapi_documents_every_endpoint_and_readyz_covers_both_stores() {
     assert_eq!(names, ["cassandra", "nats"]);
     app.deployment.delete_stream().await;
 }
+
+#[tokio::test]
+async fn a_cursor_with_a_forged_paging_state_is_a_bad_request() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let app = TimelineApp::spawn(&[]).await;
+    let ann = unique_user("ann");
+    app.post(&ann, "one").await;
+    app.post(&ann, "two").await;
+    app.follow(&ann, &unique_user("t")).await;
+    let bucket = app.store().await.bucketing().now();
+    // Well-formed cursors of the right lists, whose paging state is garbage.
+    let garbage = URL_SAFE_NO_PAD.encode([0xff_u8; 24]);
+    let encode = |cursor: Value| URL_SAFE_NO_PAD.encode(cursor.to_string());
+    for path in [
+        format!(
+            "/v1/users/{ann}/following?cursor={}",
+            encode(json!({ "k": "following", "u": ann, "p": garbage }))
+        ),
+        format!(
+            "/v1/users/{ann}/posts?cursor={}",
+            encode(json!({ "k": "posts", "u": ann, "b": bucket, "p": garbage }))
+        ),
+    ] {
+        let response = app.client.get(app.url(&path)).send().await.expect("get");
+        let body = problem(response, 400).await;
+        assert_eq!(body["detail"], "cursor is not one this service issued");
+    }
+    app.deployment.delete_stream().await;
+}
+
+#[tokio::test]
+async fn the_author_sees_their_post_at_consistency_one_without_their_own_timeline_row() {
+    let app = TimelineApp::spawn(&[]).await;
+    let ann = unique_user("ann");
+    let posted = app.post(&ann, "mine").await;
+    // Take the author's own timeline row away: on a cluster, a replica read
+    // at ONE may not have it yet. The post must still be in the timeline,
+    // merged from the author's own posts (read at QUORUM).
+    let store = app.store().await;
+    let keyspace = &app.deployment.keyspace;
+    let bucket = store.bucketing().bucket_of(posted.created_at);
+    store
+        .session()
+        .query_unpaged(
+            format!("DELETE FROM {keyspace}.home_timeline WHERE user_id = ? AND bucket = ?"),
+            (&ann, bucket),
+        )
+        .await
+        .expect("delete the author's timeline row");
+    let page = app.timeline_page(&ann, "consistency=one").await;
+    let ids: Vec<_> = page.items.iter().map(|p| p.id).collect();
+    assert_eq!(ids, vec![posted.id]);
+    app.deployment.delete_stream().await;
+}
+
+#[tokio::test]
+async fn celebrities_past_the_first_chunk_are_merged_too() {
+    // Two celebrities per query: the reader follows one that sorts after the
+    // ones inserted here, so it is found only by paging past the first chunk.
+    let app = TimelineApp::spawn(&["--celebrity-chunk", "2"]).await;
+    let store = app.store().await;
+    let tag = unique_user("zzzz");
+    let celebrities: Vec<String> = (0..5).map(|i| format!("{tag}-{i}")).collect();
+    for celebrity in &celebrities {
+        let id = timeline::domain::UserId::parse(celebrity).expect("valid");
+        store.mark_celebrity(&id).await.expect("mark a celebrity");
+    }
+    let last = celebrities.last().expect("five");
+    let reader = unique_user("reader");
+    app.follow(&reader, last).await;
+    let post = app.post(last, "from the last celebrity").await;
+    // No worker runs: only the read-time merge can bring it.
+    let page = app.timeline_page(&reader, "").await;
+    let ids: Vec<_> = page.items.iter().map(|p| p.id).collect();
+    assert_eq!(ids, vec![post.id]);
+    app.deployment.delete_stream().await;
+}

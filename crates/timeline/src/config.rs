@@ -101,7 +101,8 @@ pub struct StreamConfig {
     #[arg(long, env = "NATS_STREAM", default_value = "TIMELINE")]
     pub nats_stream: String,
 
-    /// Subject prefix: work goes to `<prefix>.fanout.<kind>`, dead letters to `<prefix>.dead.<kind>`.
+    /// Subject prefix: work goes to `<prefix>.fanout.<kind>` (this stream), dead letters to
+    /// `<prefix>.dead.<kind>` (the dead-letter stream).
     #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "timeline")]
     pub nats_subject_prefix: String,
 
@@ -112,9 +113,27 @@ pub struct StreamConfig {
     /// How long a publish may wait for the server's ack before the outbox takes over, in milliseconds.
     #[arg(long, env = "NATS_PUBLISH_TIMEOUT_MS", default_value_t = 2000)]
     pub nats_publish_timeout_ms: u64,
+
+    /// Dead letters (in their own stream, `<NATS_STREAM>_DEAD`) are dropped after this many hours.
+    #[arg(long, env = "DEAD_LETTER_MAX_AGE_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dead_letter_max_age_hours: u64,
+
+    /// At most this many dead letters are kept; the oldest go first.
+    #[arg(long, env = "DEAD_LETTER_MAX_MSGS", default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub dead_letter_max_msgs: i64,
 }
 
 impl StreamConfig {
+    /// The stream that keeps dead letters: `<NATS_STREAM>_DEAD`, so every
+    /// deployment (and every test's stream) has its own.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}_DEAD", self.nats_stream)
+    }
+
+    pub fn dead_letter_max_age(&self) -> Duration {
+        Duration::from_secs(self.dead_letter_max_age_hours.saturating_mul(3600))
+    }
+
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.nats_publish_timeout_ms)
     }
@@ -135,6 +154,11 @@ pub struct FeedConfig {
     /// Authors with more followers than this are not fanned out; their posts are merged at read time.
     #[arg(long, env = "FANOUT_CELEBRITY_THRESHOLD", default_value_t = 10_000)]
     pub celebrity_threshold: usize,
+
+    /// Celebrities a timeline read takes per query when it checks which of them the reader
+    /// follows (each page becomes one `IN` query, so at most 100).
+    #[arg(long, env = "TIMELINE_CELEBRITY_CHUNK", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub celebrity_chunk: u16,
 
     /// Number of a followee's most recent posts copied into a new follower's timeline.
     #[arg(long, env = "BACKFILL_POSTS", default_value_t = 20)]
@@ -238,6 +262,11 @@ mod tests {
         let config = Config::parse_from(["timeline"]);
         assert_eq!(config.cassandra.cassandra_keyspace, "timeline");
         assert_eq!(config.stream.nats_stream, "TIMELINE");
+        assert_eq!(config.stream.dead_letter_stream(), "TIMELINE_DEAD");
+        assert_eq!(
+            config.stream.dead_letter_max_age(),
+            Duration::from_secs(7 * 86_400)
+        );
         assert_eq!(config.feed.bucket_seconds, 86_400);
         let worker = WorkerConfig::parse_from(["timeline-worker"]);
         assert_eq!(worker.fanout.fanout_max_deliver, 5);

@@ -29,7 +29,12 @@ pub enum Error {
 
 impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
-        Self::Store(Box::new(error))
+        match error {
+            StoreError::BadPagingState(_) => {
+                Self::BadParameter(Invalid("cursor is not one this service issued".into()))
+            }
+            error => Self::Store(Box::new(error)),
+        }
     }
 }
 

@@ -93,14 +93,32 @@ impl FanoutMessage {
     }
 
     /// The `Nats-Msg-Id`: stable for the same work, distinct for different work.
+    ///
+    /// A chunk's id is derived from the followers it lists, not from its
+    /// position: a post split again after its follower list changed (a chunk
+    /// publish failed, the post was redelivered) has chunks whose boundaries
+    /// moved, and a positional id would make the stream drop a chunk whose
+    /// content changed as a duplicate of the old one.
     pub fn message_id(&self) -> String {
         match self {
             Self::Post { post } => format!("post.{}", post.id),
-            Self::Chunk { post, index, .. } => format!("post.{}.chunk.{index}", post.id),
+            Self::Chunk {
+                post, followers, ..
+            } => format!("post.{}.chunk.{:016x}", post.id, digest(followers)),
             Self::Follow { event_id, .. } => format!("follow.{event_id}"),
             Self::Unfollow { event_id, .. } => format!("unfollow.{event_id}"),
         }
     }
+}
+
+/// FNV-1a (64 bits) of the user ids, each followed by a NUL (ids never hold one).
+fn digest(users: &[UserId]) -> u64 {
+    users
+        .iter()
+        .flat_map(|user| user.as_str().bytes().chain([0]))
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// The subjects of one deployment, under a configurable prefix.
@@ -160,6 +178,44 @@ mod tests {
         assert_eq!(value["v"], 1);
         assert_eq!(value["kind"], "post");
         assert_eq!(Envelope::from_bytes(&bytes).expect("parses"), envelope);
+    }
+
+    #[test]
+    fn chunk_ids_follow_their_content_not_their_position() {
+        let post = PostPayload {
+            id: PostId::generate(),
+            author_id: UserId::parse("ann").expect("valid"),
+            content: "hello".into(),
+            created_at: Utc::now(),
+        };
+        let chunk = |index: u32, followers: &[&str]| FanoutMessage::Chunk {
+            post: post.clone(),
+            index,
+            followers: followers
+                .iter()
+                .map(|f| UserId::parse(f).expect("valid"))
+                .collect(),
+        };
+        let id = chunk(0, &["bob", "cat", "dan"]).message_id();
+        assert!(id.starts_with(&format!("post.{}.chunk.", post.id)), "{id}");
+        // The same followers: the same id, wherever the chunk sits.
+        assert_eq!(chunk(3, &["bob", "cat", "dan"]).message_id(), id);
+        // Other followers at the same position: another id, even when only
+        // the middle changed or the ids only regroup.
+        assert_ne!(chunk(0, &["bob", "eve", "dan"]).message_id(), id);
+        assert_ne!(chunk(0, &["bob", "cat"]).message_id(), id);
+        assert_ne!(chunk(0, &["bob", "cat", "dan", "eve"]).message_id(), id);
+        assert_ne!(chunk(0, &["bobc", "at", "dan"]).message_id(), id);
+        // Another post: another id.
+        let other = FanoutMessage::Chunk {
+            post: PostPayload {
+                id: PostId::generate(),
+                ..post.clone()
+            },
+            index: 0,
+            followers: vec![UserId::parse("bob").expect("valid")],
+        };
+        assert_ne!(other.message_id(), chunk(0, &["bob"]).message_id());
     }
 
     #[test]

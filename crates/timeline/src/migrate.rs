@@ -27,11 +27,18 @@ pub struct Migration {
 
 /// Every migration, in order. A new file gets a new line here (a unit test
 /// checks the list matches the directory).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_timeline.cql",
-    cql: include_str!("../../../migrations/cassandra/0001_timeline.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_timeline.cql",
+        cql: include_str!("../../../migrations/cassandra/0001_timeline.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_outbox_buckets.cql",
+        cql: include_str!("../../../migrations/cassandra/0002_outbox_buckets.cql"),
+    },
+];
 
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]

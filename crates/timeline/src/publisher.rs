@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{OutboxConfig, StreamConfig};
 use crate::messages::{Envelope, FanoutMessage, Subjects};
-use crate::store::{OUTBOX_SHARDS, OutboxEntry, TimelineStore};
+use crate::store::{OUTBOX_SHARDS, OutboxEntry, TimelineStore, outbox_bucketing};
 
 /// Why a publish did not get its ack.
 #[derive(Debug, thiserror::Error)]
@@ -77,15 +77,41 @@ impl FanoutPublisher {
         )
     }
 
-    /// Creates the stream if it does not exist (work-queue retention, file storage).
+    /// Creates the work stream (work-queue retention, file storage) and the
+    /// dead-letter stream (limits retention: bounded by age and count) if
+    /// they do not exist. A work stream made by an older build, which also
+    /// kept the dead letters, gives those subjects up first.
     pub async fn ensure_stream(&self) -> Result<stream::Stream, async_nats::Error> {
-        let stream = self
+        let work_subjects = vec![self.subjects.all_work()];
+        let mut stream = self
             .jetstream
             .get_or_create_stream(stream::Config {
                 name: self.config.nats_stream.clone(),
-                subjects: vec![self.subjects.all_work(), self.subjects.all_dead()],
+                subjects: work_subjects.clone(),
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await?;
+        let config = stream.info().await?.config.clone();
+        if config.subjects != work_subjects {
+            self.jetstream
+                .update_stream(stream::Config {
+                    subjects: work_subjects,
+                    ..config
+                })
+                .await?;
+        }
+        self.jetstream
+            .get_or_create_stream(stream::Config {
+                name: self.config.dead_letter_stream(),
+                subjects: vec![self.subjects.all_dead()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                max_age: self.config.dead_letter_max_age(),
+                max_messages: self.config.dead_letter_max_msgs,
+                discard: stream::DiscardPolicy::Old,
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             })
@@ -151,7 +177,34 @@ impl FanoutPublisher {
     }
 }
 
+/// Outbox rows the relay reads per query.
+const RELAY_BATCH: i32 = 100;
+/// Most buckets of one shard the relay reads per tick, so catching up after a
+/// long stop takes several ticks rather than one unbounded one.
+const RELAY_BUCKETS_PER_TICK: i64 = 64;
+/// How long past its end (and past `relay_after`) a bucket must be before an
+/// empty scan of it moves the watermark past it: longer than a batch write
+/// can take (the driver's request timeout and its retries) plus the clock
+/// skew between API processes, so no row can land in a bucket already passed.
+pub const OUTBOX_RETIRE_MARGIN: Duration = Duration::from_secs(60);
+
+/// Why one shard's relay pass stopped early.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("reading the outbox: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("publishing: {0}")]
+    Publish(#[from] PublishError),
+}
+
 /// Re-publishes outbox rows older than `relay_after` until `shutdown`.
+///
+/// Each shard is scanned from its watermark, one time bucket per query, up
+/// to the bucket `relay_after` ago; rows found are published and deleted.
+/// A prefix of buckets found empty and old enough (see
+/// [`OUTBOX_RETIRE_MARGIN`]) moves the watermark past them for good, so the
+/// tombstones of relayed (and normally published) rows are read only while
+/// their bucket is recent: a query reads at most one bucket's worth.
 pub async fn relay_outbox(
     store: crate::app::StoreSlot,
     publisher: FanoutPublisher,
@@ -166,54 +219,77 @@ pub async fn relay_outbox(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if !publisher.is_connected() {
-            continue;
-        }
-        if !stream_ready {
+        let Ok(store) = store.get() else { continue };
+        if publisher.is_connected() && !stream_ready {
             match publisher.ensure_stream().await {
                 Ok(_) => stream_ready = true,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot create the fan-out stream yet");
-                    continue;
-                }
+                Err(error) => tracing::warn!(%error, "cannot create the fan-out stream yet"),
             }
         }
-        let Ok(store) = store.get() else { continue };
+        // Without NATS the passes still move watermarks over empty buckets;
+        // they stop at the first row due.
         for shard in 0..OUTBOX_SHARDS {
-            let due = match store
-                .due_outbox(
-                    &publisher.config.nats_subject_prefix,
-                    shard,
-                    config.relay_after(),
-                    100,
-                )
-                .await
-            {
-                Ok(due) => due,
-                Err(error) => {
+            match relay_shard(store, &publisher, &config, shard).await {
+                Ok(()) => {}
+                Err(RelayError::Store(error)) => {
                     tracing::warn!(%error, "cannot read the outbox");
                     break;
                 }
-            };
-            for entry in due {
-                match publisher.publish_entry(&entry).await {
-                    Ok(()) => {
-                        metrics::counter!("timeline_outbox_relayed_total").increment(1);
-                        if let Err(error) = store.delete_outbox(&entry).await {
-                            tracing::warn!(%error, "cannot delete a relayed outbox row");
-                        }
-                    }
-                    Err(error) => {
+                Err(RelayError::Publish(error)) => {
+                    if publisher.is_connected() {
                         tracing::warn!(%error, "outbox relay cannot publish; retrying later");
-                        // The stream may be gone (a fresh server): re-create it next tick.
-                        stream_ready = false;
-                        break;
                     }
+                    // The stream may be gone (a fresh server): re-create it next tick.
+                    stream_ready = false;
+                    break;
                 }
-            }
-            if !stream_ready {
-                break;
             }
         }
     }
+}
+
+/// One pass over one shard of the deployment's outbox.
+async fn relay_shard(
+    store: &TimelineStore,
+    publisher: &FanoutPublisher,
+    config: &OutboxConfig,
+    shard: i32,
+) -> Result<(), RelayError> {
+    let topic = publisher.config.nats_subject_prefix.as_str();
+    let Some(watermark) = store.outbox_watermark(topic, shard).await? else {
+        return Ok(()); // never written
+    };
+    let bucketing = outbox_bucketing();
+    let cutoff =
+        chrono::Utc::now() - chrono::Duration::from_std(config.relay_after()).unwrap_or_default();
+    let due = bucketing.bucket_of(cutoff);
+    // Buckets below this one ended more than the margin before the cutoff.
+    let retire_below = bucketing
+        .bucket_of(cutoff - chrono::Duration::from_std(OUTBOX_RETIRE_MARGIN).unwrap_or_default());
+    let mut advance_to = watermark;
+    let last = due.min(watermark.saturating_add(RELAY_BUCKETS_PER_TICK - 1));
+    for bucket in watermark..=last {
+        let rows = store
+            .due_outbox(topic, shard, bucket, cutoff, RELAY_BATCH)
+            .await?;
+        if rows.is_empty() {
+            if advance_to == bucket && bucket < retire_below {
+                advance_to = bucket + 1;
+            }
+            continue;
+        }
+        for entry in rows {
+            publisher.publish_entry(&entry).await?;
+            metrics::counter!("timeline_outbox_relayed_total").increment(1);
+            if let Err(error) = store.delete_outbox(&entry).await {
+                tracing::warn!(%error, "cannot delete a relayed outbox row");
+            }
+        }
+    }
+    if advance_to > watermark {
+        store
+            .advance_outbox_watermark(topic, shard, advance_to)
+            .await?;
+    }
+    Ok(())
 }

@@ -27,15 +27,29 @@ use crate::config::{CassandraConfig, FeedConfig};
 use crate::domain::{Bucketing, PostId, ReadConsistency, UserId};
 use crate::migrate;
 
+/// One timeline row of the fan-out (QUORUM). Public so that `make bench`
+/// can run the very same statement without the service in the way.
+pub const INSERT_TIMELINE_CQL: &str = "INSERT INTO home_timeline \
+     (user_id, bucket, post_id, author_id, content, created_at) \
+     VALUES (?, ?, ?, ?, ?, ?) USING TTL ?";
+/// The bucket-index row written before each timeline row (QUORUM).
+pub const INSERT_FEED_BUCKET_CQL: &str =
+    "INSERT INTO feed_buckets (owner_id, feed, bucket) VALUES (?, ?, ?) USING TTL ?";
 /// The `feed` of a `feed_buckets` row.
-const FEED_TIMELINE: &str = "timeline";
+pub const FEED_TIMELINE: &str = "timeline";
 const FEED_POSTS: &str = "posts";
-/// Partitions of the outbox; the relay scans each.
+/// Shards of a deployment's outbox, picked at random per row; the relay scans each.
 pub const OUTBOX_SHARDS: i32 = 8;
+/// Width of an outbox time bucket (part of the outbox partition key), in seconds.
+/// Small, so the relay never reads more than a few seconds' worth of tombstones
+/// in one query.
+pub const OUTBOX_BUCKET_SECONDS: u64 = 10;
+/// Write timestamps below this mark the watermark rows written with each
+/// outbox row (see [`TimelineStore::create_post`]); real write timestamps
+/// (microseconds since 1970) are three orders of magnitude larger.
+const WATERMARK_FLOOR_TIMESTAMP: i64 = 1 << 40;
 /// Buckets read from the bucket index per query.
 const BUCKETS_PER_READ: i32 = 32;
-/// Most celebrities one timeline read merges (the set is small by construction).
-const MAX_CELEBRITIES_MERGED: usize = 100;
 
 /// Why a store operation failed. Driver text stays in the log.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +67,10 @@ pub enum StoreError {
     Execute(Box<ExecutionError>),
     #[error("reading rows: {0}")]
     Rows(String),
+    /// The cluster refused a query that resumed from a client's cursor: the
+    /// cursor's paging state was tampered with (or is from another schema).
+    #[error("the cluster refused a paging state from a cursor: {0}")]
+    BadPagingState(Box<ExecutionError>),
 }
 
 impl From<scylla::errors::NewSessionError> for StoreError {
@@ -76,30 +94,56 @@ impl From<ExecutionError> for StoreError {
 impl StoreError {
     /// Whether the cluster is (temporarily) unable to serve: worth a `503` and a retry.
     pub fn is_unavailable(&self) -> bool {
-        use scylla::errors::DbError;
         match self {
             Self::Connect(_) => true,
-            Self::Execute(error) => match error.as_ref() {
-                ExecutionError::ConnectionPoolError(_)
-                | ExecutionError::RequestTimeout(_)
-                | ExecutionError::EmptyPlan => true,
-                ExecutionError::LastAttemptError(attempt) => match attempt {
-                    RequestAttemptError::BrokenConnectionError(_)
-                    | RequestAttemptError::UnableToAllocStreamId => true,
-                    RequestAttemptError::DbError(db, _) => matches!(
-                        db,
-                        DbError::Unavailable { .. }
-                            | DbError::Overloaded
-                            | DbError::IsBootstrapping
-                            | DbError::ReadTimeout { .. }
-                            | DbError::WriteTimeout { .. }
-                    ),
-                    _ => false,
-                },
-                _ => false,
-            },
+            Self::Execute(error) => error_is_unavailable(error),
             _ => false,
         }
+    }
+}
+
+fn error_is_unavailable(error: &ExecutionError) -> bool {
+    use scylla::errors::DbError;
+    match error {
+        ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::RequestTimeout(_)
+        | ExecutionError::EmptyPlan => true,
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::BrokenConnectionError(_)
+            | RequestAttemptError::UnableToAllocStreamId => true,
+            RequestAttemptError::DbError(db, _) => matches!(
+                db,
+                DbError::Unavailable { .. }
+                    | DbError::Overloaded
+                    | DbError::IsBootstrapping
+                    | DbError::ReadTimeout { .. }
+                    | DbError::WriteTimeout { .. }
+            ),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The error of a query that resumed from `client_state` (a paging state a
+/// client sent back in a cursor): the cluster refusing it is the client's
+/// fault, unless the cluster is merely unavailable.
+///
+/// Cursors are not signed: the paging state only moves within the partition
+/// the query names, which the path already picked and anyone may read, so a
+/// forged one can reach nothing a genuine one could not. It only has to be
+/// told apart from a server fault.
+fn resumed_query_error(error: ExecutionError, client_state: bool) -> StoreError {
+    let refused = matches!(
+        error,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(..))
+    );
+    let error = StoreError::from(error);
+    match error {
+        StoreError::Execute(inner) if client_state && refused && !error_is_unavailable(&inner) => {
+            StoreError::BadPagingState(inner)
+        }
+        other => other,
     }
 }
 
@@ -151,7 +195,10 @@ pub struct PostsPage {
 pub struct OutboxEntry {
     /// The deployment's subject prefix: each deployment relays only its own rows.
     pub topic: String,
+    /// Random, so a deployment's rows spread over [`OUTBOX_SHARDS`] partitions per bucket.
     pub shard: i32,
+    /// The [`outbox_bucketing`] bucket of `id`'s time.
+    pub bucket: i64,
     pub id: CqlTimeuuid,
     pub subject: String,
     pub msg_id: String,
@@ -161,10 +208,12 @@ pub struct OutboxEntry {
 impl OutboxEntry {
     pub fn new(topic: String, subject: String, msg_id: String, payload: Vec<u8>) -> Self {
         let id = PostId::generate();
-        let shard = i32::from(id.uuid().as_bytes()[15]) % OUTBOX_SHARDS;
+        // Random bits: the id's node bytes are constant per process.
+        let shard = i32::from(uuid::Uuid::new_v4().as_bytes()[0]) % OUTBOX_SHARDS;
         Self {
             topic,
             shard,
+            bucket: outbox_bucketing().bucket_of(id.created_at()),
             id: id.timeuuid(),
             subject,
             msg_id,
@@ -192,10 +241,16 @@ impl From<PostRow> for PostRecord {
     }
 }
 
+/// The time buckets of the outbox.
+pub fn outbox_bucketing() -> Bucketing {
+    Bucketing::new(OUTBOX_BUCKET_SECONDS)
+}
+
 #[derive(DeserializeRow)]
 struct OutboxRow {
     topic: String,
     shard: i32,
+    bucket: i64,
     id: CqlTimeuuid,
     subject: String,
     msg_id: String,
@@ -223,9 +278,10 @@ struct Statements {
     insert_timeline: PreparedStatement,
     insert_feed_bucket: PreparedStatement,
     delete_timeline: PreparedStatement,
-    insert_outbox: PreparedStatement,
     delete_outbox: PreparedStatement,
     select_outbox_due: PreparedStatement,
+    select_outbox_watermark: PreparedStatement,
+    advance_outbox_watermark: PreparedStatement,
     insert_celebrity: PreparedStatement,
     select_celebrities: PreparedStatement,
     select_is_celebrity: PreparedStatement,
@@ -240,11 +296,12 @@ struct Statements {
     select_followers: PreparedStatement,
     select_is_following: PreparedStatement,
     select_following_among: PreparedStatement,
-    /// post + per-author row + bucket index + author's own timeline row + its index + outbox.
+    /// post + per-author row + bucket index + author's own timeline row + its
+    /// index + outbox + outbox watermark floor.
     create_post: Batch,
-    /// following + followers + outbox.
+    /// following + followers + outbox + outbox watermark floor.
     follow: Batch,
-    /// following + followers deleted + outbox.
+    /// following + followers deleted + outbox + outbox watermark floor.
     unfollow: Batch,
 }
 
@@ -255,6 +312,8 @@ pub struct TimelineStore {
     statements: Arc<Statements>,
     bucketing: Bucketing,
     ttl: Duration,
+    /// Celebrities read per query, and checked against a reader's follows per `IN` query.
+    celebrity_chunk: i32,
 }
 
 impl TimelineStore {
@@ -280,6 +339,7 @@ impl TimelineStore {
             statements: Arc::new(statements),
             bucketing: Bucketing::new(feed.bucket_seconds),
             ttl: feed.ttl(),
+            celebrity_chunk: i32::from(feed.celebrity_chunk),
         })
     }
 
@@ -316,6 +376,13 @@ impl TimelineStore {
     /// Writes a post, its per-author row and the author's own timeline row,
     /// with the outbox row of its fan-out message, in one logged batch at
     /// QUORUM: all of it lands, or none of it.
+    ///
+    /// Like every batch carrying an outbox row, it also writes the row's
+    /// bucket as its shard's watermark with a write timestamp that is larger
+    /// the older the bucket, and tiny next to a real one (see
+    /// [`OutboxEntry`] and `WATERMARK_FLOOR_TIMESTAMP`): until a relay moves
+    /// the watermark with an ordinary write, it is the oldest bucket ever
+    /// written, so no row is ever below it.
     #[tracing::instrument(skip_all, fields(post_id = %post.id))]
     pub async fn create_post(
         &self,
@@ -337,6 +404,7 @@ impl TimelineStore {
                     (author, bucket, id, author, content, post.created_at, ttl),
                     (author, FEED_TIMELINE, bucket, self.index_ttl(ttl)),
                     outbox_values(outbox),
+                    watermark_floor_values(outbox),
                 ),
             )
             .await?;
@@ -371,6 +439,7 @@ impl TimelineStore {
                     (user.as_str(), target.as_str(), now),
                     (target.as_str(), user.as_str(), now),
                     outbox_values(outbox),
+                    watermark_floor_values(outbox),
                 ),
             )
             .await?;
@@ -392,6 +461,7 @@ impl TimelineStore {
                     (user.as_str(), target.as_str()),
                     (target.as_str(), user.as_str()),
                     outbox_values(outbox),
+                    watermark_floor_values(outbox),
                 ),
             )
             .await?;
@@ -413,11 +483,13 @@ impl TimelineStore {
             self.statements.select_following.clone()
         };
         statement.set_page_size(limit);
+        let client_state = paging_state.is_some();
         let state = paging_state.map_or_else(PagingState::start, PagingState::new_from_raw_bytes);
         let (result, next) = self
             .session
             .execute_single_page(&statement, (user.as_str(),), state)
-            .await?;
+            .await
+            .map_err(|error| resumed_query_error(error, client_state))?;
         let rows = result.into_rows_result().map_err(rows_error)?;
         let items = rows
             .rows::<(String, Option<DateTime<Utc>>)>()
@@ -592,9 +664,11 @@ impl TimelineStore {
             }
             for (i, &bucket) in buckets.iter().enumerate() {
                 // A saved paging state belongs to the cursor's bucket only.
-                let mut paging = match state.take() {
-                    Some(raw) if bucket == from_bucket => PagingState::new_from_raw_bytes(raw),
-                    _ => PagingState::start(),
+                let (mut paging, mut client_state) = match state.take() {
+                    Some(raw) if bucket == from_bucket => {
+                        (PagingState::new_from_raw_bytes(raw), true)
+                    }
+                    _ => (PagingState::start(), false),
                 };
                 loop {
                     let remaining = limit - items.len();
@@ -603,7 +677,9 @@ impl TimelineStore {
                     let (result, next) = self
                         .session
                         .execute_single_page(&statement, (author.as_str(), bucket), paging)
-                        .await?;
+                        .await
+                        .map_err(|error| resumed_query_error(error, client_state))?;
+                    client_state = false;
                     let rows = result.into_rows_result().map_err(rows_error)?;
                     for row in rows.rows::<PostRow>().map_err(rows_error)? {
                         items.push(row.map_err(rows_error)?.into());
@@ -636,13 +712,21 @@ impl TimelineStore {
     }
 
     /// Up to `limit` entries of `user`'s home timeline from `position`, newest
-    /// first: the fanned-out rows merged with the posts of the celebrities
-    /// `user` follows, without duplicates.
+    /// first: the fanned-out rows merged with `user`'s own posts and the posts
+    /// of the celebrities `user` follows, without duplicates.
     ///
-    /// The read cost is bounded: one query for the celebrity set, one for
-    /// which of them `user` follows, then for the timeline and for each
-    /// followed celebrity one bucket-index query plus one query per non-empty
-    /// bucket touched, each returning at most `limit` rows.
+    /// `user`'s own posts are read at QUORUM (or the requested level, if
+    /// higher), as they were written: read-your-writes for the author holds
+    /// even when the timeline itself is read at ONE from a replica that has
+    /// not seen the author's own timeline row yet. If no quorum answers they
+    /// are read at ONE, like the rest.
+    ///
+    /// The read cost is bounded by the page, and grows slowly with the set of
+    /// celebrities: one query per [`FeedConfig::celebrity_chunk`] celebrities,
+    /// each followed by one `IN` query for which of them `user` follows; then
+    /// for the timeline, `user`'s posts and each followed celebrity, one
+    /// bucket-index query plus one query per non-empty bucket touched, each
+    /// returning at most `limit` rows.
     #[tracing::instrument(skip(self))]
     pub async fn timeline(
         &self,
@@ -653,7 +737,7 @@ impl TimelineStore {
     ) -> Result<Vec<PostRecord>, StoreError> {
         let consistency = consistency.cql();
         let oldest = self.oldest_live_bucket();
-        let own = self.walk_feed(
+        let fanned_out = self.walk_feed(
             Feed::Timeline,
             user.as_str(),
             position,
@@ -661,12 +745,14 @@ impl TimelineStore {
             limit,
             consistency,
         );
+        let own = self.own_posts(user, position, oldest, limit, consistency);
         let celebrities = self.followed_celebrities(user, consistency);
-        let (mut entries, celebrities) = futures::try_join!(own, celebrities)?;
+        let (mut entries, own, celebrities) = futures::try_join!(fanned_out, own, celebrities)?;
         let merged = try_join_all(celebrities.iter().map(|celebrity| {
             self.walk_feed(Feed::Posts, celebrity, position, oldest, limit, consistency)
         }))
         .await?;
+        entries.extend(own);
         entries.extend(merged.into_iter().flatten());
         entries.sort_by_key(|entry| std::cmp::Reverse(entry.id));
         entries.dedup_by_key(|entry| entry.id);
@@ -674,36 +760,71 @@ impl TimelineStore {
         Ok(entries)
     }
 
+    /// `user`'s own posts for a timeline page: at QUORUM at least, falling
+    /// back to ONE when a quorum is unavailable and the reader asked for ONE.
+    async fn own_posts(
+        &self,
+        user: &UserId,
+        position: Position,
+        oldest: i64,
+        limit: usize,
+        requested: Consistency,
+    ) -> Result<Vec<PostRecord>, StoreError> {
+        let level = if requested == Consistency::One {
+            Consistency::Quorum
+        } else {
+            requested
+        };
+        let walk =
+            |level| self.walk_feed(Feed::Posts, user.as_str(), position, oldest, limit, level);
+        match walk(level).await {
+            Err(error) if error.is_unavailable() && level != requested => {
+                tracing::debug!(%error, "own posts read at ONE: no quorum");
+                walk(requested).await
+            }
+            result => result,
+        }
+    }
+
+    /// The celebrities `user` follows: every celebrity, a page at a time, each
+    /// page checked against `user`'s follows with one bounded `IN` query.
     async fn followed_celebrities(
         &self,
         user: &UserId,
         consistency: Consistency,
     ) -> Result<Vec<String>, StoreError> {
-        let statement = with_consistency(&self.statements.select_celebrities, consistency);
-        let all = self
-            .session
-            .execute_unpaged(&statement, ())
-            .await?
-            .into_rows_result()
-            .map_err(rows_error)?
-            .rows::<(String,)>()
-            .map_err(rows_error)?
-            .map(|row| row.map(|(id,)| id).map_err(rows_error))
-            .take(MAX_CELEBRITIES_MERGED)
-            .collect::<Result<Vec<_>, _>>()?;
-        if all.is_empty() {
-            return Ok(all);
+        let mut all = with_consistency(&self.statements.select_celebrities, consistency);
+        all.set_page_size(self.celebrity_chunk);
+        let among = with_consistency(&self.statements.select_following_among, consistency);
+        let mut paging = PagingState::start();
+        let mut followed = Vec::new();
+        loop {
+            let (result, next) = self.session.execute_single_page(&all, (), paging).await?;
+            let page = result
+                .into_rows_result()
+                .map_err(rows_error)?
+                .rows::<(String,)>()
+                .map_err(rows_error)?
+                .map(|row| row.map(|(id,)| id).map_err(rows_error))
+                .collect::<Result<Vec<_>, _>>()?;
+            // A page is at most the page size; split anyway, so no IN list exceeds it.
+            let chunk = usize::try_from(self.celebrity_chunk).unwrap_or(100).max(1);
+            for ids in page.chunks(chunk) {
+                let rows = self
+                    .session
+                    .execute_unpaged(&among, (user.as_str(), ids))
+                    .await?
+                    .into_rows_result()
+                    .map_err(rows_error)?;
+                for row in rows.rows::<(String,)>().map_err(rows_error)? {
+                    followed.push(row.map_err(rows_error)?.0);
+                }
+            }
+            match next.into_paging_control_flow() {
+                std::ops::ControlFlow::Continue(state) => paging = state,
+                std::ops::ControlFlow::Break(()) => return Ok(followed),
+            }
         }
-        let statement = with_consistency(&self.statements.select_following_among, consistency);
-        self.session
-            .execute_unpaged(&statement, (user.as_str(), all))
-            .await?
-            .into_rows_result()
-            .map_err(rows_error)?
-            .rows::<(String,)>()
-            .map_err(rows_error)?
-            .map(|row| row.map(|(id,)| id).map_err(rows_error))
-            .collect()
     }
 
     /// Newest-first walk over the buckets of one feed, from `position`, down
@@ -794,21 +915,54 @@ impl TimelineStore {
             .collect()
     }
 
-    /// Outbox rows of `topic` older than `older_than`, from one shard.
+    /// The oldest outbox bucket of `topic`'s `shard` that may still hold
+    /// rows; `None` when the shard never had a row.
+    pub async fn outbox_watermark(
+        &self,
+        topic: &str,
+        shard: i32,
+    ) -> Result<Option<i64>, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_outbox_watermark, (topic, shard))
+            .await?
+            .into_rows_result()
+            .map_err(rows_error)?;
+        let row = result.maybe_first_row::<(i64,)>().map_err(rows_error)?;
+        Ok(row.map(|(bucket,)| bucket))
+    }
+
+    /// Records that `topic`'s `shard` has no rows below `bucket` (an
+    /// ordinary write: it outranks the floors the batches write).
+    pub async fn advance_outbox_watermark(
+        &self,
+        topic: &str,
+        shard: i32,
+        bucket: i64,
+    ) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(
+                &self.statements.advance_outbox_watermark,
+                (topic, shard, bucket),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` outbox rows of one bucket of `topic`'s `shard`, made before `cutoff`.
     pub async fn due_outbox(
         &self,
         topic: &str,
         shard: i32,
-        older_than: Duration,
+        bucket: i64,
+        cutoff: DateTime<Utc>,
         limit: i32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let age = chrono::Duration::from_std(older_than).unwrap_or_default();
-        let cutoff = Utc::now() - age;
         let result = self
             .session
             .execute_unpaged(
                 &self.statements.select_outbox_due,
-                (topic, shard, cutoff, limit),
+                (topic, shard, bucket, cutoff, limit),
             )
             .await?
             .into_rows_result()
@@ -820,6 +974,7 @@ impl TimelineStore {
                 row.map(|r| OutboxEntry {
                     topic: r.topic,
                     shard: r.shard,
+                    bucket: r.bucket,
                     id: r.id,
                     subject: r.subject,
                     msg_id: r.msg_id,
@@ -834,32 +989,36 @@ impl TimelineStore {
         self.session
             .execute_unpaged(
                 &self.statements.delete_outbox,
-                (entry.topic.as_str(), entry.shard, entry.id),
+                (entry.topic.as_str(), entry.shard, entry.bucket, entry.id),
             )
-            .await?;
-        Ok(())
-    }
-
-    /// Writes an outbox row on its own (used by the worker when splitting is
-    /// retried; the API writes outbox rows inside its batches).
-    pub async fn insert_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
-        self.session
-            .execute_unpaged(&self.statements.insert_outbox, outbox_values(entry))
             .await?;
         Ok(())
     }
 }
 
-type OutboxValues<'a> = (&'a str, i32, CqlTimeuuid, &'a str, &'a str, &'a [u8]);
+type OutboxValues<'a> = (&'a str, i32, i64, CqlTimeuuid, &'a str, &'a str, &'a [u8]);
 
 fn outbox_values(entry: &OutboxEntry) -> OutboxValues<'_> {
     (
         entry.topic.as_str(),
         entry.shard,
+        entry.bucket,
         entry.id,
         entry.subject.as_str(),
         entry.msg_id.as_str(),
         entry.payload.as_slice(),
+    )
+}
+
+/// The watermark floor of an outbox row: its bucket, written at a timestamp
+/// that is larger the older the bucket (so the oldest floor wins) and smaller
+/// than any real write (so a relay's advance wins).
+fn watermark_floor_values(entry: &OutboxEntry) -> (&str, i32, i64, i64) {
+    (
+        entry.topic.as_str(),
+        entry.shard,
+        entry.bucket,
+        WATERMARK_FLOOR_TIMESTAMP - entry.bucket.clamp(0, WATERMARK_FLOOR_TIMESTAMP - 1),
     )
 }
 
@@ -897,16 +1056,16 @@ impl Statements {
              VALUES (?, ?, ?, ?, ?)",
         )
         .await?;
-        let insert_timeline = write(
-            "INSERT INTO home_timeline (user_id, bucket, post_id, author_id, content, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
+        let insert_timeline = write(INSERT_TIMELINE_CQL).await?;
+        let insert_feed_bucket = write(INSERT_FEED_BUCKET_CQL).await?;
+        let insert_outbox = write(
+            "INSERT INTO fanout_outbox (topic, shard, bucket, id, subject, msg_id, payload) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .await?;
-        let insert_feed_bucket =
-            write("INSERT INTO feed_buckets (owner_id, feed, bucket) VALUES (?, ?, ?) USING TTL ?")
-                .await?;
-        let insert_outbox = write(
-            "INSERT INTO outbox (topic, shard, id, subject, msg_id, payload) VALUES (?, ?, ?, ?, ?, ?)",
+        let floor_outbox_watermark = write(
+            "INSERT INTO outbox_watermarks (topic, shard, bucket) VALUES (?, ?, ?) \
+             USING TIMESTAMP ?",
         )
         .await?;
         let insert_following =
@@ -925,22 +1084,45 @@ impl Statements {
             &insert_timeline,
             &insert_feed_bucket,
             &insert_outbox,
+            &floor_outbox_watermark,
         ]);
-        let follow = batch(&[&insert_following, &insert_follower, &insert_outbox]);
-        let unfollow = batch(&[&delete_following, &delete_follower, &insert_outbox]);
+        let follow = batch(&[
+            &insert_following,
+            &insert_follower,
+            &insert_outbox,
+            &floor_outbox_watermark,
+        ]);
+        let unfollow = batch(&[
+            &delete_following,
+            &delete_follower,
+            &insert_outbox,
+            &floor_outbox_watermark,
+        ]);
 
         Ok(Self {
             delete_timeline: write(
                 "DELETE FROM home_timeline WHERE user_id = ? AND bucket = ? AND post_id = ?",
             )
             .await?,
-            delete_outbox: write("DELETE FROM outbox WHERE topic = ? AND shard = ? AND id = ?")
-                .await?,
+            delete_outbox: write(
+                "DELETE FROM fanout_outbox WHERE topic = ? AND shard = ? AND bucket = ? AND id = ?",
+            )
+            .await?,
             select_outbox_due: prepare(
                 session,
-                "SELECT topic, shard, id, subject, msg_id, payload FROM outbox \
-                 WHERE topic = ? AND shard = ? AND id < maxTimeuuid(?) LIMIT ?",
+                "SELECT topic, shard, bucket, id, subject, msg_id, payload FROM fanout_outbox \
+                 WHERE topic = ? AND shard = ? AND bucket = ? AND id < maxTimeuuid(?) LIMIT ?",
                 Consistency::Quorum,
+            )
+            .await?,
+            select_outbox_watermark: prepare(
+                session,
+                "SELECT bucket FROM outbox_watermarks WHERE topic = ? AND shard = ?",
+                Consistency::Quorum,
+            )
+            .await?,
+            advance_outbox_watermark: write(
+                "INSERT INTO outbox_watermarks (topic, shard, bucket) VALUES (?, ?, ?)",
             )
             .await?,
             insert_celebrity: write(
@@ -1002,7 +1184,6 @@ impl Statements {
             .await?,
             insert_timeline,
             insert_feed_bucket,
-            insert_outbox,
             create_post,
             follow,
             unfollow,
@@ -1036,4 +1217,42 @@ fn batch(statements: &[&PreparedStatement]) -> Batch {
     batch.set_consistency(Consistency::Quorum);
     batch.set_is_idempotent(true);
     batch
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn entry() -> OutboxEntry {
+        OutboxEntry::new("t".into(), "t.fanout.post".into(), "m".into(), Vec::new())
+    }
+
+    #[test]
+    fn outbox_rows_of_one_process_spread_over_the_shards() {
+        let shards: BTreeSet<i32> = (0..200).map(|_| entry().shard).collect();
+        assert!(shards.len() > OUTBOX_SHARDS as usize / 2, "{shards:?}");
+        assert!(shards.iter().all(|s| (0..OUTBOX_SHARDS).contains(s)));
+    }
+
+    #[test]
+    fn an_outbox_row_sits_in_the_bucket_of_its_id() {
+        let entry = entry();
+        let at = PostId::from_timeuuid(entry.id).created_at();
+        assert_eq!(entry.bucket, outbox_bucketing().bucket_of(at));
+    }
+
+    #[test]
+    fn watermark_floors_rank_older_buckets_higher_and_below_real_writes() {
+        let mut older = entry();
+        older.bucket -= 1;
+        let (newer, older) = (entry(), older);
+        let (_, _, _, newer_ts) = watermark_floor_values(&newer);
+        let (_, _, _, older_ts) = watermark_floor_values(&older);
+        assert!(older_ts > newer_ts);
+        // A real write timestamp: microseconds since 1970.
+        let real = Utc::now().timestamp_micros();
+        assert!(older_ts > 0 && older_ts < real / 1000);
+    }
 }

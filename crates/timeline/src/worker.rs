@@ -12,8 +12,13 @@
 //! The delivery budget (`FANOUT_MAX_DELIVER`) is enforced here rather than by
 //! the server: a message whose last allowed delivery fails, that arrives past
 //! its budget (its workers kept dying), or that cannot be parsed at all, is
-//! published to `<prefix>.dead.<kind>` (kept by the same stream, outside the
-//! consumer's filter), terminated and counted.
+//! published to `<prefix>.dead.<kind>` (kept by a stream of its own,
+//! `<NATS_STREAM>_DEAD`, bounded by age and count), terminated and counted.
+//!
+//! While a message is processed the worker tells JetStream it is still at it
+//! (`AckKind::Progress`, every third of `ack_wait`), so a long message (an
+//! unfollow removing thousands of rows, a slow chunk) is neither redelivered
+//! to another worker meanwhile nor charged a delivery.
 //!
 //! On shutdown the worker stops pulling, finishes and acks what it holds.
 //!
@@ -24,7 +29,8 @@
 //!   threshold; above it, mark the author a celebrity and stop. A follower
 //!   list that fits one chunk is written directly; a longer one is split into
 //!   `chunk` messages, one per `FANOUT_CHUNK_SIZE` followers, published with
-//!   ids `post.<id>.chunk.<n>` and processed by any worker in parallel.
+//!   ids derived from the followers they list (`post.<id>.chunk.<digest>`)
+//!   and processed by any worker in parallel.
 //! - `chunk`: write the post into each listed follower's timeline.
 //! - `follow`: backfill the followee's `BACKFILL_POSTS` most recent posts,
 //!   unless the follow was undone meanwhile (checked again after writing).
@@ -310,7 +316,13 @@ impl Worker {
         } else {
             match Envelope::from_bytes(&message.payload) {
                 Ok(envelope) if envelope.v == MESSAGE_VERSION => {
-                    self.process(envelope.message).await
+                    let every = self.config.fanout.ack_wait() / 3;
+                    with_progress(self.process(envelope.message), every, || async {
+                        if let Err(error) = message.ack_with(AckKind::Progress).await {
+                            tracing::debug!(%error, kind, "cannot report progress");
+                        }
+                    })
+                    .await
                 }
                 Ok(envelope) => Err(Failure::Poison(format!("unknown version {}", envelope.v))),
                 Err(error) => Err(Failure::Poison(error.to_string())),
@@ -513,6 +525,28 @@ impl Worker {
     }
 }
 
+/// Runs `work` to completion, awaiting `progress` every `every` meanwhile.
+async fn with_progress<T, P, F>(
+    work: impl Future<Output = T>,
+    every: Duration,
+    mut progress: P,
+) -> T
+where
+    P: FnMut() -> F,
+    F: Future<Output = ()>,
+{
+    let every = every.max(Duration::from_millis(100));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = ticks.tick() => progress().await,
+        }
+    }
+}
+
 fn record(post: &PostPayload) -> PostRecord {
     PostRecord {
         id: post.id,
@@ -527,4 +561,39 @@ fn observe_lag(post: &PostPayload) {
     let lag = (Utc::now() - post.created_at).num_milliseconds().max(0);
     #[allow(clippy::cast_precision_loss)] // milliseconds fit an f64 exactly
     metrics::histogram!("timeline_fanout_lag_seconds").record(lag as f64 / 1000.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn long_work_reports_progress_until_it_ends() {
+        let reports = AtomicUsize::new(0);
+        let every = Duration::from_millis(100);
+        let output = with_progress(
+            async {
+                tokio::time::sleep(Duration::from_millis(450)).await;
+                7
+            },
+            every,
+            || async {
+                reports.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .await;
+        assert_eq!(output, 7);
+        let reported = reports.load(Ordering::SeqCst);
+        assert!((3..=4).contains(&reported), "{reported} progress reports");
+
+        // Work done before the first period reports nothing.
+        let quick = with_progress(async { 1 }, every, || async {
+            reports.fetch_add(100, Ordering::SeqCst);
+        })
+        .await;
+        assert_eq!(quick, 1);
+        assert_eq!(reports.load(Ordering::SeqCst), reported);
+    }
 }
