@@ -17,7 +17,7 @@ use axum::Router;
 use service_kit::health::{CheckFuture, NatsJetStreamCheck, Readiness, ReadinessCheck};
 use service_kit::http::{Essentials, service_router};
 use tokio::net::TcpListener;
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use utoipa::OpenApi;
 
@@ -44,20 +44,26 @@ struct ApiDoc;
 
 /// The store once it is connected, migrated and prepared; empty before.
 #[derive(Debug, Clone, Default)]
-pub struct StoreSlot(Arc<OnceCell<TimelineStore>>);
+pub struct StoreSlot {
+    store: Arc<OnceCell<TimelineStore>>,
+    /// Wakes the tasks in [`StoreSlot::wait`] when the store is set.
+    filled: Arc<Notify>,
+}
 
 impl StoreSlot {
     pub fn get(&self) -> Result<&TimelineStore, Error> {
-        self.0.get().ok_or(Error::Unavailable)
+        self.store.get().ok_or(Error::Unavailable)
     }
 
     /// Waits until the store is set up (or forever, if it never is).
     pub async fn wait(&self) -> &TimelineStore {
         loop {
-            if let Some(store) = self.0.get() {
+            // Register for the wake-up before looking, so a fill in between is not missed.
+            let filled = self.filled.notified();
+            if let Some(store) = self.store.get() {
                 return store;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            filled.await;
         }
     }
 
@@ -74,7 +80,8 @@ impl StoreSlot {
             match TimelineStore::connect(&cassandra, &feed).await {
                 Ok(store) => {
                     tracing::info!(keyspace = %cassandra.cassandra_keyspace, "timeline store ready");
-                    let _ = self.0.set(store);
+                    let _ = self.store.set(store);
+                    self.filled.notify_waiters();
                     return;
                 }
                 Err(error) => tracing::warn!(%error, ?delay, "timeline store not ready; retrying"),
