@@ -7,6 +7,7 @@
 //! `NATS_URL`), with the local stack's defaults.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
@@ -105,4 +106,48 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `GET {base}/readyz` answers 200.
+pub async fn wait_ready(client: &reqwest::Client, base: &str, timeout: Duration) {
+    eventually(&format!("{base}/readyz"), timeout, || async {
+        let response = client.get(format!("{base}/readyz")).send().await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+}
+
+/// Checks that `response` is an RFC 9457 problem with `status` and returns its body.
+pub async fn expect_problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"].is_string() && body["title"].is_string(),
+        "problem members: {body}"
+    );
+    body
 }

@@ -5,7 +5,6 @@
 //! user ids ([`unique_user`]). Each app gets its own JetStream stream, subject
 //! prefix and consumer, so tests never take each other's messages.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{StopOnDrop, cassandra_nodes, http_client, nats_url};
+pub use crate::{eventually, wait_ready};
 
 /// How long a test waits for fan-out to converge.
 pub const CONVERGENCE: Duration = Duration::from_secs(30);
@@ -46,34 +46,6 @@ pub async fn shared_keyspace() -> &'static str {
 /// A user id no other test uses.
 pub fn unique_user(prefix: &str) -> String {
     format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12])
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, for at most `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until `GET {base}/readyz` answers 200.
-pub async fn wait_ready(client: &reqwest::Client, base: &str, timeout: Duration) {
-    eventually(&format!("{base}/readyz"), timeout, || async {
-        let response = client.get(format!("{base}/readyz")).send().await.ok()?;
-        (response.status() == 200).then_some(())
-    })
-    .await;
 }
 
 /// The stores and stream an app (and its workers) use.

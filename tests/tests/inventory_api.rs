@@ -1,20 +1,9 @@
 //! The inventory API end to end: products, ETags, reservations, confirm and
 //! cancel, the ledger, and bad input — against the real PostgreSQL.
 
+use e2e::expect_problem;
 use e2e::inventory_app::InventoryApp;
 use serde_json::{Value, json};
-
-async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status);
-    assert!(body["type"].is_string() && body["title"].is_string());
-    body
-}
 
 #[tokio::test]
 async fn products_are_created_read_and_refused_twice() {
@@ -44,8 +33,8 @@ async fn products_are_created_read_and_refused_twice() {
             &json!({"sku": "SKU-1", "name": "Other", "stock": 1}),
         )
         .await;
-    problem(duplicate, 409).await;
-    problem(app.get("/v1/products/NOPE").await, 404).await;
+    expect_problem(duplicate, 409).await;
+    expect_problem(app.get("/v1/products/NOPE").await, 404).await;
     app.assert_ledger_replays().await;
 }
 
@@ -61,7 +50,7 @@ async fn updates_need_the_current_etag() {
         request.send()
     };
 
-    problem(patch(None, json!({"restock": 5})).await.expect("send"), 428).await;
+    expect_problem(patch(None, json!({"restock": 5})).await.expect("send"), 428).await;
 
     let fresh = patch(Some("\"1\""), json!({"name": "Renamed", "restock": 5}))
         .await
@@ -74,7 +63,7 @@ async fn updates_need_the_current_etag() {
         (Some("Renamed"), Some(10))
     );
 
-    let stale = problem(
+    let stale = expect_problem(
         patch(Some("\"1\""), json!({"restock": 100}))
             .await
             .expect("send"),
@@ -82,7 +71,7 @@ async fn updates_need_the_current_etag() {
     )
     .await;
     assert_eq!(stale["current_version"], 2);
-    let garbage = problem(
+    let garbage = expect_problem(
         patch(Some("W/\"2\""), json!({"restock": 100}))
             .await
             .expect("send"),
@@ -94,8 +83,8 @@ async fn updates_need_the_current_etag() {
     // Neither refused update changed anything.
     let counters = app.counters("P").await;
     assert_eq!((counters.received, counters.available), (10, 10));
-    problem(patch(Some("\"2\""), json!({})).await.expect("send"), 422).await;
-    problem(
+    expect_problem(patch(Some("\"2\""), json!({})).await.expect("send"), 422).await;
+    expect_problem(
         patch(Some("\"2\""), json!({"restock": 0}))
             .await
             .expect("send"),
@@ -138,7 +127,7 @@ async fn a_reservation_is_held_confirmed_or_cancelled(strategy: &str) {
             .status(),
         200
     );
-    problem(
+    expect_problem(
         app.post_json(&format!("/v1/reservations/{id}/cancel"), &json!({}))
             .await,
         409,
@@ -162,7 +151,7 @@ async fn a_reservation_is_held_confirmed_or_cancelled(strategy: &str) {
             "cancelled"
         );
     }
-    problem(
+    expect_problem(
         app.post_json(&format!("/v1/reservations/{second_id}/confirm"), &json!({}))
             .await,
         409,
@@ -181,13 +170,13 @@ async fn a_reservation_is_held_confirmed_or_cancelled(strategy: &str) {
         .await
         .expect("json");
     assert_eq!(read["status"], "cancelled");
-    problem(
+    expect_problem(
         app.get(&format!("/v1/reservations/{}", uuid::Uuid::new_v4()))
             .await,
         404,
     )
     .await;
-    problem(app.get("/v1/reservations/not-a-uuid").await, 404).await;
+    expect_problem(app.get("/v1/reservations/not-a-uuid").await, 404).await;
     app.assert_ledger_replays().await;
 }
 
@@ -197,7 +186,7 @@ async fn a_multi_item_reservation_that_cannot_be_filled_changes_nothing(strategy
     app.create_product("B", 1).await;
     app.create_product("C", 4).await;
 
-    let short = problem(
+    let short = expect_problem(
         app.reserve(&[("C", 2), ("A", 5), ("B", 2)], None).await,
         409,
     )
@@ -207,7 +196,7 @@ async fn a_multi_item_reservation_that_cannot_be_filled_changes_nothing(strategy
         json!([{"sku": "B", "requested": 2, "available": 1}])
     );
 
-    let unknown = problem(app.reserve(&[("A", 1), ("ZZZ", 1)], None).await, 404).await;
+    let unknown = expect_problem(app.reserve(&[("A", 1), ("ZZZ", 1)], None).await, 404).await;
     assert_eq!(unknown["skus"], json!(["ZZZ"]));
 
     for (sku, stock) in [("A", 10), ("B", 1), ("C", 4)] {
@@ -266,9 +255,9 @@ async fn the_ledger_pages_newest_first() {
         "strictly newest first: {ids:?}"
     );
 
-    problem(app.get("/v1/products/L/ledger?cursor=abc").await, 400).await;
-    problem(app.get("/v1/products/L/ledger?limit=0").await, 400).await;
-    problem(app.get("/v1/products/NOPE/ledger").await, 404).await;
+    expect_problem(app.get("/v1/products/L/ledger?cursor=abc").await, 400).await;
+    expect_problem(app.get("/v1/products/L/ledger?limit=0").await, 400).await;
+    expect_problem(app.get("/v1/products/NOPE/ledger").await, 404).await;
 }
 
 async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
@@ -282,49 +271,49 @@ async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
             .send()
     };
 
-    problem(raw("{\"items\": [").await.expect("send"), 400).await;
-    problem(
+    expect_problem(raw("{\"items\": [").await.expect("send"), 400).await;
+    expect_problem(
         raw("{\"items\": [{\"sku\": \"A\", \"quantity\": 1}], \"extra\": 1}")
             .await
             .expect("send"),
         422,
     )
     .await;
-    problem(
+    expect_problem(
         raw("{\"items\": [{\"sku\": \"A\", \"quantity\": \"1\"}]}")
             .await
             .expect("send"),
         422,
     )
     .await;
-    problem(
+    expect_problem(
         raw("{\"items\": [{\"sku\": \"A\", \"quantity\": 1e400}]}")
             .await
             .expect("send"),
         400,
     )
     .await;
-    problem(
+    expect_problem(
         raw("{\"items\": [{\"sku\": \"A\", \"quantity\": 99999999999999999999}]}")
             .await
             .expect("send"),
         422,
     )
     .await;
-    problem(raw("{\"items\": []}").await.expect("send"), 422).await;
+    expect_problem(raw("{\"items\": []}").await.expect("send"), 422).await;
     for quantity in [0, -1, 1_000_001] {
-        problem(app.reserve(&[("A", quantity)], None).await, 422).await;
+        expect_problem(app.reserve(&[("A", quantity)], None).await, 422).await;
     }
     let long_sku = "S".repeat(65);
-    problem(app.reserve(&[(long_sku.as_str(), 1)], None).await, 422).await;
-    problem(app.reserve(&[("A", 1), ("A", 1)], None).await, 422).await;
+    expect_problem(app.reserve(&[(long_sku.as_str(), 1)], None).await, 422).await;
+    expect_problem(app.reserve(&[("A", 1), ("A", 1)], None).await, 422).await;
     let bad_ttl = app
         .post_json(
             "/v1/reservations",
             &json!({"items": [{"sku": "A", "quantity": 1}], "ttl_seconds": 0}),
         )
         .await;
-    problem(bad_ttl, 422).await;
+    expect_problem(bad_ttl, 422).await;
     let no_type = app
         .client
         .post(app.url("/v1/reservations"))
@@ -332,7 +321,7 @@ async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
         .send()
         .await
         .expect("send");
-    problem(no_type, 415).await;
+    expect_problem(no_type, 415).await;
     let huge = format!(
         "{{\"items\": [{{\"sku\": \"{}\", \"quantity\": 1}}]}}",
         "A".repeat(200_000)
@@ -345,7 +334,7 @@ async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
         .send()
         .await
         .expect("send");
-    problem(too_large, 413).await;
+    expect_problem(too_large, 413).await;
     let bad_key = app
         .client
         .post(app.url("/v1/reservations"))
@@ -354,9 +343,9 @@ async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
         .send()
         .await
         .expect("send");
-    problem(bad_key, 400).await;
+    expect_problem(bad_key, 400).await;
 
-    problem(
+    expect_problem(
         app.post_json(
             "/v1/products",
             &json!({"sku": "B", "name": "B", "stock": -1}),
@@ -365,7 +354,7 @@ async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
         422,
     )
     .await;
-    problem(
+    expect_problem(
         app.post_json(
             "/v1/products",
             &json!({"sku": "B", "name": "  ", "stock": 1}),
@@ -374,7 +363,7 @@ async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
         422,
     )
     .await;
-    problem(
+    expect_problem(
         app.post_json(
             "/v1/products",
             &json!({"sku": "B b", "name": "B", "stock": 1}),
@@ -383,7 +372,7 @@ async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
         422,
     )
     .await;
-    problem(
+    expect_problem(
         app.post_json("/v1/products", &json!({"sku": "B", "name": "B"}))
             .await,
         422,
@@ -435,7 +424,7 @@ async fn lines_take_stock_from_their_own_products_whatever_the_collation(strateg
             "{sku}"
         );
     }
-    let short = problem(app.reserve(&[("a", 1), ("Z9", 41)], None).await, 409).await;
+    let short = expect_problem(app.reserve(&[("a", 1), ("Z9", 41)], None).await, 409).await;
     assert_eq!(
         short["items"],
         json!([{"sku": "Z9", "requested": 41, "available": 36}])

@@ -2,24 +2,9 @@
 
 use std::time::Duration;
 
+use e2e::eventually;
 use e2e::inventory_app::InventoryApp;
 use serde_json::Value;
-
-/// Polls `probe` every 100 ms until it returns `true`, for at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, mut probe: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if probe().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
 
 async fn hold(app: &InventoryApp, sku: &str, quantity: i64, ttl_seconds: i64) -> String {
     let response = app
@@ -41,16 +26,20 @@ async fn the_sweeper_releases_a_one_second_hold(strategy: &str) {
 
     // Watch the database, not the API: API reads release due holds themselves,
     // and this test is about the sweeper doing it on its own.
-    let swept = eventually(Duration::from_secs(15), || async {
-        let status: String = sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1")
-            .bind(uuid)
-            .fetch_one(&app.pool)
-            .await
-            .expect("status");
-        status == "expired"
-    })
+    eventually(
+        "the sweeper to release the hold",
+        Duration::from_secs(15),
+        || async {
+            let status: String =
+                sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1")
+                    .bind(uuid)
+                    .fetch_one(&app.pool)
+                    .await
+                    .expect("status");
+            (status == "expired").then_some(())
+        },
+    )
     .await;
-    assert!(swept, "the sweeper released the hold");
     let counters = app.counters("EXP").await;
     assert_eq!((counters.available, counters.reserved), (5, 0));
     let expired_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM stock_ledger WHERE reservation_id = $1 AND kind = 'expired' AND quantity = 2")
@@ -91,17 +80,20 @@ async fn reads_never_count_an_expired_hold_even_before_the_sweeper_runs(strategy
         "sold out while held"
     );
 
-    let expired = eventually(Duration::from_secs(10), || async {
-        let read: Value = app
-            .get(&format!("/v1/reservations/{id}"))
-            .await
-            .json()
-            .await
-            .expect("json");
-        read["status"] == "expired"
-    })
+    eventually(
+        "the hold to read as expired",
+        Duration::from_secs(10),
+        || async {
+            let read: Value = app
+                .get(&format!("/v1/reservations/{id}"))
+                .await
+                .json()
+                .await
+                .expect("json");
+            (read["status"] == "expired").then_some(())
+        },
+    )
     .await;
-    assert!(expired, "the hold reads as expired once past expires_at");
 
     let product: Value = app
         .get("/v1/products/LAZY")

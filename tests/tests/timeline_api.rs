@@ -1,20 +1,10 @@
 //! The timeline API through HTTP against the real Cassandra and NATS, with no
 //! worker running: what the API does on its own.
 
+use e2e::expect_problem;
 use e2e::timeline_app::{TimelineApp, unique_user};
 use serde_json::{Value, json};
 use timeline::api::{PostPage, PostView};
-
-async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status);
-    body
-}
 
 #[tokio::test]
 async fn the_author_sees_their_post_in_their_timeline_when_the_202_returns() {
@@ -52,7 +42,7 @@ async fn the_author_sees_their_post_in_their_timeline_when_the_202_returns() {
         .send()
         .await
         .expect("get");
-    problem(missing, 404).await;
+    expect_problem(missing, 404).await;
     app.deployment.delete_stream().await;
 }
 
@@ -73,7 +63,7 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
         json!({ "author_id": ann }),
         json!({ "author_id": ann, "content": 5 }),
     ] {
-        problem(post(body.clone()).await.expect("post"), 422).await;
+        expect_problem(post(body.clone()).await.expect("post"), 422).await;
     }
     // Malformed JSON.
     let malformed = app
@@ -84,7 +74,7 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
         .send()
         .await
         .expect("post");
-    problem(malformed, 400).await;
+    expect_problem(malformed, 400).await;
 
     // Path, cursor, limit and consistency.
     for path in [
@@ -102,7 +92,7 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
         format!("/v1/posts/{}", uuid::Uuid::new_v4()),
     ] {
         let response = app.client.get(app.url(&path)).send().await.expect("get");
-        problem(response, 400).await;
+        expect_problem(response, 400).await;
     }
     // A cursor from another user's list is refused too.
     let bob = unique_user("bob");
@@ -116,7 +106,7 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
         .send()
         .await
         .expect("get");
-    problem(stolen, 400).await;
+    expect_problem(stolen, 400).await;
 
     // Graph: self-follow is 422, a bad target is 400.
     let self_follow = app
@@ -125,14 +115,14 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
         .send()
         .await
         .expect("put");
-    problem(self_follow, 422).await;
+    expect_problem(self_follow, 422).await;
     let bad_target = app
         .client
         .put(app.url(&format!("/v1/users/{ann}/following/bad%20id")))
         .send()
         .await
         .expect("put");
-    problem(bad_target, 400).await;
+    expect_problem(bad_target, 400).await;
 
     // Nothing was written for ann.
     assert!(app.user_post_ids(&ann, 100).await.is_empty());
@@ -269,7 +259,7 @@ async fn a_cursor_with_a_forged_paging_state_is_a_bad_request() {
         ),
     ] {
         let response = app.client.get(app.url(&path)).send().await.expect("get");
-        let body = problem(response, 400).await;
+        let body = expect_problem(response, 400).await;
         assert_eq!(body["detail"], "cursor is not one this service issued");
     }
     app.deployment.delete_stream().await;
