@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::client::{ServiceClient, histogram_buckets, histogram_quantile, metric_sum};
 use crate::latency::{Latencies, LatencySummary};
+use crate::timeline_load::wait_for;
 
 /// The size of the experiment.
 #[derive(Debug, Clone, clap::Args)]
@@ -110,6 +111,13 @@ pub async fn run(
             edges.push((user.as_str(), target.as_str()));
         }
     }
+    // Each follow is a fan-out message too (a backfill); counted so that the
+    // posts below are not queued behind them, which would inflate their lag.
+    let deliveries_before = worker
+        .metrics()
+        .await
+        .ok()
+        .map(|text| metric_sum(&text, "timeline_fanout_deliveries_total"));
     let progress = bar(show_progress, edges.len(), "follows");
     let mut follows = futures::stream::iter(&edges)
         .map(|(user, target)| async move {
@@ -122,6 +130,15 @@ pub async fn run(
         progress.inc(1);
     }
     progress.finish_and_clear();
+    if let Some(delivered) = deliveries_before {
+        wait_for(
+            &worker,
+            "timeline_fanout_deliveries_total",
+            delivered + edges.len() as f64,
+            Duration::from_secs(args.timeout_secs),
+        )
+        .await;
+    }
 
     let before = worker.metrics().await.unwrap_or_default();
     let started = Instant::now();

@@ -21,6 +21,12 @@ impl Latencies {
         self.0.saturating_record(micros.max(1));
     }
 
+    /// Adds another recording's counts to this one.
+    pub fn add(&mut self, other: &Self) {
+        // Both have the same bounds, so adding cannot fail.
+        let _ = self.0.add(&other.0);
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let ms = |q: f64| self.0.value_at_quantile(q) as f64 / 1000.0;
         LatencySummary {

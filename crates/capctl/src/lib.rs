@@ -9,9 +9,17 @@
 //!   and duplicate entries (both must be 0).
 //! - [`flash_sale`]: many buyers race for little stock; reports oversold (must be 0).
 //! - [`latency`]: HDR-histogram latency recording.
+//! - [`load`]: the closed-loop runner behind the benchmark subcommands.
+//! - [`reserve_load`]: holds on existing products for a fixed time (`make bench`).
+//! - [`timeline_load`]: posting with fan-out timing, and timeline reads (`make bench`).
+//! - [`raw_cql`]: the fan-out's inserts straight to Cassandra, the ceiling `make bench` compares with.
 
 pub mod client;
 pub mod commands;
 pub mod fanout;
 pub mod flash_sale;
 pub mod latency;
+pub mod load;
+pub mod raw_cql;
+pub mod reserve_load;
+pub mod timeline_load;

@@ -7,6 +7,9 @@ use capctl::client::ServiceClient;
 use capctl::commands::{self, Everyday};
 use capctl::fanout::{self, FanoutArgs};
 use capctl::flash_sale::{self, FlashSaleArgs};
+use capctl::raw_cql::{self, CqlInsertArgs};
+use capctl::reserve_load::{self, ReserveLoadArgs};
+use capctl::timeline_load::{self, PostLoadArgs, ReadLoadArgs};
 use clap::{Parser, Subcommand};
 
 /// Drive the CAP services: demos, load and benchmarks.
@@ -47,6 +50,14 @@ enum Command {
     FlashSale(FlashSaleArgs),
     /// Build a follow graph, post, wait for every timeline to converge; count missing and duplicates.
     Fanout(FanoutArgs),
+    /// Benchmark: hold one unit of existing products in closed loops for a fixed time.
+    ReserveLoad(ReserveLoadArgs),
+    /// Benchmark: build a graph, post in closed loops for a fixed time, time the fan-out.
+    PostLoad(PostLoadArgs),
+    /// Benchmark: read timelines in closed loops for a fixed time at one consistency.
+    ReadLoad(ReadLoadArgs),
+    /// Benchmark: the fan-out's timeline inserts straight to Cassandra, no service in between.
+    CqlInsertLoop(CqlInsertArgs),
     #[command(flatten)]
     Everyday(Everyday),
 }
@@ -67,6 +78,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let pool = match &cli.command {
         Command::FlashSale(args) => args.concurrency,
         Command::Fanout(args) => args.concurrency,
+        Command::ReserveLoad(args) => args.shape.concurrency,
+        Command::PostLoad(args) => args.shape.concurrency.max(args.graph_concurrency),
+        Command::ReadLoad(args) => args.shape.concurrency,
         _ => 4,
     };
     let inventory = ServiceClient::new("inventory", &cli.inventory_url, pool)?;
@@ -83,6 +97,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = fanout::run(&timeline, &args, progress).await?;
             print(&report, cli.json)?;
             Ok(exit_code(report.invariant_holds && report.converged))
+        }
+        Command::ReserveLoad(args) => {
+            print(&reserve_load::run(&inventory, &args).await?, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PostLoad(args) => {
+            print(&timeline_load::post_load(&timeline, &args).await?, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ReadLoad(args) => {
+            print(&timeline_load::read_load(&timeline, &args).await?, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CqlInsertLoop(args) => {
+            print(&raw_cql::run(&args).await?, cli.json)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Everyday(command) => {
             let answer = commands::run(command, &inventory, &timeline).await?;
