@@ -8,6 +8,8 @@ use e2e::timeline_app::{
     CONVERGENCE, Deployment, TimelineApp, eventually, newest_first, unique_user, wait_drained,
 };
 use futures::StreamExt;
+use scylla::value::CqlTimeuuid;
+use timeline::domain::PostId;
 use uuid::Uuid;
 
 /// A small deterministic generator, so a failing graph can be reproduced.
@@ -26,7 +28,10 @@ impl Lcg {
 #[tokio::test]
 async fn every_timeline_converges_to_exactly_the_expected_posts() {
     let app = TimelineApp::spawn(&[]).await;
+    // Two workers share the durable consumer: each message goes to one of
+    // them, and the result is the same as with one.
     let worker = app.spawn_worker(&[]).await;
+    let second_worker = app.spawn_worker(&[]).await;
     let users: Vec<String> = (0..200).map(|i| unique_user(&format!("u{i}"))).collect();
     let mut rng = Lcg(0x5eed);
 
@@ -121,7 +126,35 @@ async fn every_timeline_converges_to_exactly_the_expected_posts() {
     ] {
         assert!(metrics.contains(name), "{name} in /metrics");
     }
+
+    // Fan-out rows expire: each carries a TTL of at most the configured 30 days.
+    let (follower, followee) = edges
+        .iter()
+        .find(|(_, t)| posts.iter().any(|(a, _)| a == t))
+        .expect("some user follows an author");
+    let (_, post) = posts.iter().find(|(a, _)| a == followee).expect("post");
+    let store = app.store.get().expect("store ready");
+    let posted = PostId::from_timeuuid(CqlTimeuuid::from(*post)).created_at();
+    let (ttl,): (Option<i32>,) = store
+        .session()
+        .query_unpaged(
+            format!(
+                "SELECT TTL(content) FROM {}.home_timeline WHERE user_id = ? AND bucket = ? AND post_id = ?",
+                app.deployment.keyspace
+            ),
+            (&users[*follower], store.bucketing().bucket_of(posted), CqlTimeuuid::from(*post)),
+        )
+        .await
+        .expect("query")
+        .into_rows_result()
+        .expect("rows")
+        .single_row()
+        .expect("the fan-out row");
+    let ttl = ttl.expect("the row has a TTL");
+    assert!(ttl > 0 && ttl <= 30 * 86_400, "ttl {ttl}");
+
     worker.stop().await;
+    second_worker.stop().await;
     app.deployment.delete_stream().await;
 }
 
