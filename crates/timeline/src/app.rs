@@ -23,7 +23,7 @@ use utoipa::OpenApi;
 
 use crate::config::{CassandraConfig, FeedConfig};
 use crate::error::Error;
-use crate::publisher::{FanoutPublisher, relay_outbox};
+use crate::publisher::{FanoutPublisher, connect_nats, relay_outbox};
 use crate::store::TimelineStore;
 use crate::{Config, api};
 
@@ -141,12 +141,7 @@ impl Application {
     /// Binds the listener and assembles the router; starts the store set-up
     /// and the outbox relay in the background. Never waits for a store.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let nats = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(&config.stream.nats_url)
-            .await
-            .context("connecting to NATS")?;
+        let nats = connect_nats(&config.stream.nats_url).await?;
         let publisher = FanoutPublisher::new(nats.clone(), config.stream.clone());
         let store = StoreSlot::default();
 

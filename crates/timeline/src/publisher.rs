@@ -197,6 +197,18 @@ enum RelayError {
     Publish(#[from] PublishError),
 }
 
+/// A NATS client for the API and the worker, connecting in the background:
+/// both start (and report not-ready) while NATS is away, as an AP service should.
+pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
+    // One TLS provider for the whole workspace (ring); a second install is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .map_err(|error| anyhow::anyhow!("connecting to NATS at {url}: {error}"))
+}
+
 /// Re-publishes outbox rows older than `relay_after` until `shutdown`.
 ///
 /// Each shard is scanned from its watermark, one time bucket per query, up

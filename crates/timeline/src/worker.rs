@@ -59,7 +59,7 @@ use crate::WorkerConfig;
 use crate::app::{StoreCheck, StoreSlot};
 use crate::domain::UserId;
 use crate::messages::{Envelope, FanoutMessage, MESSAGE_VERSION, PostPayload, Subjects};
-use crate::publisher::FanoutPublisher;
+use crate::publisher::{FanoutPublisher, connect_nats};
 use crate::store::{PostRecord, StoreError, TimelineStore};
 
 /// Most posts an unfollow removes (those within the TTL window, newest first).
@@ -90,12 +90,7 @@ pub struct WorkerApp {
 
 impl WorkerApp {
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let nats = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(&config.stream.nats_url)
-            .await
-            .context("connecting to NATS")?;
+        let nats = connect_nats(&config.stream.nats_url).await?;
         let publisher = FanoutPublisher::new(nats.clone(), config.stream.clone());
         let store = StoreSlot::default();
         let readiness = Readiness::new(config.http.readiness_timeout())
