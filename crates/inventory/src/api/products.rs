@@ -112,14 +112,17 @@ pub struct LedgerQuery {
     pub cursor: Option<String>,
 }
 
+/// The product as the body, its version as the `ETag`, and on `201` its `Location`.
+/// (A quoted number and a validated sku are always valid header values; the
+/// `if let`s only keep this path free of panics.)
 fn with_etag(status: StatusCode, product: ProductRow) -> Response {
-    let etag = HeaderValue::from_str(&format!("\"{}\"", product.version))
-        .expect("a number in quotes is a valid header value");
-    let location = HeaderValue::from_str(&format!("/v1/products/{}", product.sku))
-        .expect("skus are header-safe");
+    let etag = HeaderValue::from_str(&format!("\"{}\"", product.version));
+    let location = HeaderValue::from_str(&format!("/v1/products/{}", product.sku));
     let mut response = (status, Json(Product::from(product))).into_response();
-    response.headers_mut().insert(header::ETAG, etag);
-    if status == StatusCode::CREATED {
+    if let Ok(etag) = etag {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    if let (StatusCode::CREATED, Ok(location)) = (status, location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
