@@ -2,9 +2,16 @@
 //! instance on a port chosen by the OS, and its own database, against the real
 //! stores that `make test` starts.
 //!
-//! Store addresses come from the same environment variables the services read
-//! (`DATABASE_URL` names the admin database here, `CASSANDRA_NODES`,
-//! `NATS_URL`), with the local stack's defaults.
+//! Store addresses come from `TEST_DATABASE_URL` (the admin database the tests
+//! create their own databases on), `CASSANDRA_NODES` and `NATS_URL`, with the
+//! local stack's defaults.
+//!
+//! # Layout
+//!
+//! - this module: store addresses, fresh databases, binaries, polling helpers;
+//! - [`inventory_app`]: a running inventory service and its assertions;
+//! - [`timeline_app`]: a timeline deployment (API, workers, its own stream);
+//! - [`pg_instance`]: a private PostgreSQL server a test may stop and restart.
 
 use std::net::SocketAddr;
 use std::time::Duration;
