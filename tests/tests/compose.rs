@@ -324,7 +324,6 @@ async fn kit_status(path: &str) -> StatusCode {
         axum::Router::new(),
         service_kit::http::Essentials {
             readiness: service_kit::health::Readiness::new(std::time::Duration::from_secs(1)),
-            metrics: service_kit::metrics::install(),
             openapi: utoipa::openapi::OpenApiBuilder::new().build(),
             http: service_kit::config::HttpConfig::default(),
         },

@@ -345,39 +345,14 @@ async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
         .expect("send");
     expect_problem(bad_key, 400).await;
 
-    expect_problem(
-        app.post_json(
-            "/v1/products",
-            &json!({"sku": "B", "name": "B", "stock": -1}),
-        )
-        .await,
-        422,
-    )
-    .await;
-    expect_problem(
-        app.post_json(
-            "/v1/products",
-            &json!({"sku": "B", "name": "  ", "stock": 1}),
-        )
-        .await,
-        422,
-    )
-    .await;
-    expect_problem(
-        app.post_json(
-            "/v1/products",
-            &json!({"sku": "B b", "name": "B", "stock": 1}),
-        )
-        .await,
-        422,
-    )
-    .await;
-    expect_problem(
-        app.post_json("/v1/products", &json!({"sku": "B", "name": "B"}))
-            .await,
-        422,
-    )
-    .await;
+    for bad_product in [
+        json!({"sku": "B", "name": "B", "stock": -1}),
+        json!({"sku": "B", "name": "  ", "stock": 1}),
+        json!({"sku": "B b", "name": "B", "stock": 1}),
+        json!({"sku": "B", "name": "B"}),
+    ] {
+        expect_problem(app.post_json("/v1/products", &bad_product).await, 422).await;
+    }
 
     let counters = app.counters("A").await;
     assert_eq!((counters.available, counters.reserved), (10, 0));

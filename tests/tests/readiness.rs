@@ -90,7 +90,6 @@ async fn serve(readiness: Readiness, shutdown: &CancellationToken) -> String {
         Router::new(),
         Essentials {
             readiness,
-            metrics: service_kit::metrics::install(),
             openapi: utoipa::openapi::OpenApiBuilder::new().build(),
             http: service_kit::config::HttpConfig::default(),
         },

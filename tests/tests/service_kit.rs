@@ -41,7 +41,6 @@ async fn serve_slow(
         api,
         Essentials {
             readiness: Readiness::new(Duration::from_secs(1)),
-            metrics: service_kit::metrics::install(),
             openapi: utoipa::openapi::OpenApiBuilder::new().build(),
             http,
         },

@@ -51,7 +51,6 @@ impl Application {
             api,
             Essentials {
                 readiness,
-                metrics: service_kit::metrics::install(),
                 openapi,
                 http: config.http.clone(),
             },

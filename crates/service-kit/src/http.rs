@@ -16,7 +16,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -33,7 +32,6 @@ use crate::{Problem, metrics};
 #[derive(Clone)]
 pub struct Essentials {
     pub readiness: Readiness,
-    pub metrics: PrometheusHandle,
     pub openapi: utoipa::openapi::OpenApi,
     pub http: HttpConfig,
 }
@@ -44,7 +42,7 @@ impl std::fmt::Debug for Essentials {
             .field("readiness", &self.readiness)
             .field("openapi", &self.openapi.info.title)
             .field("http", &self.http)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -52,7 +50,6 @@ impl std::fmt::Debug for Essentials {
 pub fn service_router(api: Router, essentials: Essentials) -> Router {
     let Essentials {
         readiness,
-        metrics: handle,
         openapi,
         http,
     } = essentials;
@@ -60,7 +57,7 @@ pub fn service_router(api: Router, essentials: Essentials) -> Router {
     let docs: Router = SwaggerUi::new("/docs").url("/openapi.json", openapi).into();
 
     api.merge(health::router(readiness))
-        .merge(metrics::router(handle))
+        .merge(metrics::router(metrics::install()))
         .merge(docs)
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(

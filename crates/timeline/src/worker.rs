@@ -100,7 +100,6 @@ impl WorkerApp {
             Router::new(),
             Essentials {
                 readiness,
-                metrics: service_kit::metrics::install(),
                 openapi: utoipa::openapi::OpenApiBuilder::new().build(),
                 http: config.http.clone(),
             },
