@@ -136,3 +136,57 @@ async fn shutdown_drains_the_request_in_flight_and_stops_accepting() {
         .await;
     assert!(after.is_err(), "no new requests after shutdown");
 }
+
+/// A background task that dies (a panic, or an early return) makes readiness
+/// fail, naming the task; one that ends because the service is shutting down
+/// does not.
+#[tokio::test]
+async fn a_background_task_that_dies_makes_readiness_fail_naming_it() {
+    use service_kit::health::{CheckStatus, TaskCheck};
+
+    let shutdown = CancellationToken::new();
+    let panicking = TaskCheck::new("panicking");
+    let returning = TaskCheck::new("returning");
+    let stopped = TaskCheck::new("stopped-on-shutdown");
+    let readiness = Readiness::new(Duration::from_secs(1))
+        .with(panicking.clone())
+        .with(returning.clone())
+        .with(stopped.clone());
+    assert!(readiness.report().await.is_ready(), "all up at first");
+
+    let crash = Arc::new(Notify::new());
+    let trigger = crash.clone();
+    let panicked = panicking.spawn(
+        async move {
+            trigger.notified().await;
+            panic!("the task failed");
+        },
+        shutdown.clone(),
+    );
+    crash.notify_one();
+    panicked.await.expect("the watcher ends");
+    returning
+        .spawn(async {}, shutdown.clone())
+        .await
+        .expect("the watcher ends");
+    let until_shutdown = shutdown.clone();
+    let graceful = stopped.spawn(
+        async move { until_shutdown.cancelled().await },
+        shutdown.clone(),
+    );
+    shutdown.cancel();
+    graceful.await.expect("the watcher ends");
+
+    let report = readiness.report().await;
+    let status_of = |name: &str| {
+        report
+            .checks
+            .iter()
+            .find(|check| check.name == name)
+            .map(|check| check.status)
+    };
+    assert_eq!(status_of("panicking"), Some(CheckStatus::Down));
+    assert_eq!(status_of("returning"), Some(CheckStatus::Down));
+    assert_eq!(status_of("stopped-on-shutdown"), Some(CheckStatus::Up));
+    assert!(!report.is_ready());
+}

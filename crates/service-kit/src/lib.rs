@@ -16,6 +16,8 @@
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, and per-route HTTP metrics.
 //! - [`http`]: assembles a service's API router with the endpoints above and the
 //!   tower-http layers (request id, trace, timeout, body limit), and serves it.
+//! - [`validate`]: the validation error every domain type returns, naming the field,
+//!   and the check on free text (no control characters).
 //! - [`shutdown`]: SIGINT/SIGTERM turned into a cancellation token that servers
 //!   and background workers both honour.
 
@@ -27,5 +29,6 @@ pub mod metrics;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
+pub mod validate;
 
 pub use problem::Problem;

@@ -11,6 +11,7 @@ mod cassandra;
 mod nats;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod task;
 
 #[cfg(feature = "cassandra")]
 pub use cassandra::CassandraCheck;
@@ -18,6 +19,7 @@ pub use cassandra::CassandraCheck;
 pub use nats::NatsJetStreamCheck;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresCheck;
+pub use task::TaskCheck;
 
 use std::future::Future;
 use std::pin::Pin;
