@@ -6,33 +6,41 @@
 -- Differences, all needed by pgbench itself: the sku is built from :prefix
 -- and a random number; the UPDATE says RETURNING 1 so that pgbench can see
 -- whether it touched a row (the service reads the affected-row count); the
--- reservation id comes from bench_uuid_v7() (the service makes a UUIDv7 itself)
--- and is RETURNed. A lost compare-and-set rolls back and ends this
+-- reservation id comes from bench_uuid_v7() (the service makes a UUIDv7 itself).
+-- A lost compare-and-set rolls back and ends this
 -- transaction; pgbench starts the next one at once (the service retries the
 -- same request after a jittered backoff).
 \set i random(0, :skus - 1)
 \set updated 0
-BEGIN;
--- Release due holds on the product (none are due: holds last :ttl seconds).
-SELECT r.id FROM reservations r
-WHERE r.status = 'held' AND r.expires_at <= now()
-  AND EXISTS (SELECT 1 FROM reservation_items i
-              WHERE i.reservation_id = r.id AND i.sku = ANY(ARRAY[:prefix::text || :i]))
-FOR UPDATE OF r SKIP LOCKED;
+-- Any due holds on the product? (none are: holds last :ttl seconds; when
+-- there are, the service releases them in a transaction of its own first)
+SELECT EXISTS (
+  SELECT 1 FROM reservations r JOIN reservation_items i ON i.reservation_id = r.id
+  WHERE r.status = 'held' AND r.expires_at <= now() AND i.sku = ANY(ARRAY[:prefix::text || :i])
+) AS due;
+BEGIN ISOLATION LEVEL READ COMMITTED;
 SELECT sku, available, version FROM products WHERE sku = ANY(ARRAY[:prefix::text || :i]) ORDER BY sku \gset
-UPDATE products
-SET available = available - 1, reserved = reserved + 1,
-    version = version + 1, updated_at = now()
-WHERE sku = :sku AND version = :version
+UPDATE products p
+SET available = p.available - l.quantity, reserved = p.reserved + l.quantity,
+    version = p.version + 1, updated_at = now()
+FROM UNNEST(ARRAY[:sku]::TEXT[], ARRAY[:version]::BIGINT[], ARRAY[1]::BIGINT[]) AS l(sku, version, quantity)
+WHERE p.sku = l.sku AND p.version = l.version
 RETURNING 1 AS updated \aset
 \if :updated
-INSERT INTO reservations (id, status, expires_at)
-VALUES (bench_uuid_v7(), 'held', now() + make_interval(secs => :ttl))
-RETURNING id, created_at, expires_at \gset
-INSERT INTO reservation_items (reservation_id, sku, quantity)
-SELECT :id::uuid, * FROM UNNEST(ARRAY[:sku]::TEXT[], ARRAY[1]::BIGINT[]);
-INSERT INTO stock_ledger (sku, kind, quantity, reservation_id)
-SELECT sku, 'reserved', quantity, :id::uuid FROM UNNEST(ARRAY[:sku]::TEXT[], ARRAY[1]::BIGINT[]) AS l(sku, quantity);
+WITH hold AS (
+    INSERT INTO reservations (id, status, expires_at)
+    VALUES (bench_uuid_v7(), 'held', now() + make_interval(secs => :ttl))
+    RETURNING id, created_at, expires_at
+), lines AS (
+    INSERT INTO reservation_items (reservation_id, sku, quantity)
+    SELECT hold.id, l.sku, l.quantity
+    FROM hold, UNNEST(ARRAY[:prefix::text || :i]::TEXT[], ARRAY[1]::BIGINT[]) AS l(sku, quantity)
+), ledger AS (
+    INSERT INTO stock_ledger (sku, kind, quantity, reservation_id)
+    SELECT l.sku, 'reserved', l.quantity, hold.id
+    FROM hold, UNNEST(ARRAY[:prefix::text || :i]::TEXT[], ARRAY[1]::BIGINT[]) AS l(sku, quantity)
+)
+SELECT created_at, expires_at FROM hold;
 COMMIT;
 \else
 ROLLBACK;

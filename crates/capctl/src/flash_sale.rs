@@ -160,10 +160,10 @@ pub async fn run(
         refused: 0,
         unavailable: 0,
         other: BTreeMap::new(),
-        conflicts: metric_sum(&after, "inventory_reservation_conflicts_total")
-            - metric_sum(&before, "inventory_reservation_conflicts_total"),
-        retries: metric_sum(&after, "inventory_reservation_retries_total")
-            - metric_sum(&before, "inventory_reservation_retries_total"),
+        conflicts: metric_sum(&after, "inventory_transaction_conflicts_total")
+            - metric_sum(&before, "inventory_transaction_conflicts_total"),
+        retries: metric_sum(&after, "inventory_transaction_retries_total")
+            - metric_sum(&before, "inventory_transaction_retries_total"),
         elapsed_secs: elapsed.as_secs_f64(),
         requests_per_sec: args.buyers as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
         latency: latencies.summary(),

@@ -93,8 +93,8 @@ pub async fn run(
         refused,
         unavailable,
         other: measured.count() - held - refused - unavailable,
-        conflicts: delta("inventory_reservation_conflicts_total"),
-        retries: delta("inventory_reservation_retries_total"),
+        conflicts: delta("inventory_transaction_conflicts_total"),
+        retries: delta("inventory_transaction_retries_total"),
     })
 }
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use service_kit::health::{PostgresCheck, Readiness};
+use service_kit::health::{PostgresCheck, Readiness, TaskCheck};
 use service_kit::http::{Essentials, service_router};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,19 +25,23 @@ pub struct Application {
     router: Router,
     store: PgStore,
     sweeper: SweeperSettings,
+    /// Watches the sweeper task; `/readyz` fails, naming it, if it dies.
+    sweeper_check: TaskCheck,
     shutdown_grace: Duration,
 }
 
 impl Application {
-    /// Connects to PostgreSQL (waiting up to the start-up timeout), applies
-    /// migrations, binds the listener and assembles the router.
+    /// Validates the configuration, connects to PostgreSQL (waiting up to the
+    /// start-up timeout), applies migrations, binds the listener and assembles
+    /// the router.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
         let pool = connect(&config).await?;
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await
             .context("applying PostgreSQL migrations")?;
-        let store = PgStore::new(pool.clone());
+        let store = PgStore::new(pool.clone(), config.store_settings());
 
         let (api, openapi) = api::router()
             .with_state(AppState {
@@ -45,8 +49,10 @@ impl Application {
                 reservations: config.reservation_settings(),
             })
             .split_for_parts();
-        let readiness =
-            Readiness::new(config.http.readiness_timeout()).with(PostgresCheck::new(pool));
+        let sweeper_check = TaskCheck::new("sweeper");
+        let readiness = Readiness::new(config.http.readiness_timeout())
+            .with(PostgresCheck::new(pool))
+            .with(sweeper_check.clone());
         let router = service_router(
             api,
             Essentials {
@@ -63,6 +69,7 @@ impl Application {
             router,
             store,
             sweeper: config.sweeper_settings(),
+            sweeper_check,
             shutdown_grace: config.http.shutdown_grace(),
         })
     }
@@ -78,11 +85,10 @@ impl Application {
     /// Serves, and sweeps expired holds, until `shutdown` is cancelled; then
     /// drains in-flight requests and lets the sweeper finish its batch.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> io::Result<()> {
-        let sweeper = tokio::spawn(sweeper::run(
-            self.store.clone(),
-            self.sweeper,
+        let sweeper = self.sweeper_check.spawn(
+            sweeper::run(self.store.clone(), self.sweeper, shutdown.clone()),
             shutdown.clone(),
-        ));
+        );
         let served =
             service_kit::http::serve(self.listener, self.router, shutdown, self.shutdown_grace)
                 .await;
@@ -93,14 +99,20 @@ impl Application {
     }
 }
 
-/// A pool whose acquire timeout bounds how long a request can wait for the
-/// database: when PostgreSQL is unreachable, requests fail fast with `503`.
+/// A pool whose acquire timeout bounds how long a request can wait for a
+/// connection, and whose sessions carry the lock, statement and
+/// idle-in-transaction timeouts: when PostgreSQL is unreachable or a row is
+/// held elsewhere, requests fail fast with `503` and give their connection back.
 async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config
+        .database_url
+        .parse::<PgConnectOptions>()
+        .context("parsing DATABASE_URL")?
+        .options(config.session_settings());
     let pool = PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         .acquire_timeout(config.database_acquire_timeout())
-        .connect_lazy(&config.database_url)
-        .context("parsing DATABASE_URL")?;
+        .connect_lazy_with(options);
     let deadline = tokio::time::Instant::now() + config.database_startup_timeout();
     loop {
         match sqlx::query("SELECT 1").execute(&pool).await {

@@ -11,10 +11,8 @@ pub const MAX_STOCK: i64 = 1_000_000_000;
 /// Most lines one reservation may hold.
 pub const MAX_ITEMS: usize = 100;
 
-/// Why a value was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+pub use service_kit::validate::Invalid;
+use service_kit::validate::no_control_characters;
 
 /// A stock-keeping unit: 1–64 of `A-Z a-z 0-9 . _ -`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -27,10 +25,13 @@ impl Sku {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if raw.is_empty() || raw.len() > 64 || !valid_chars {
-            return Err(Invalid(format!(
-                "sku must be 1-64 characters of A-Z a-z 0-9 . _ - (got {} characters)",
-                raw.chars().count()
-            )));
+            return Err(Invalid::new(
+                "sku",
+                format!(
+                    "sku must be 1-64 characters of A-Z a-z 0-9 . _ - (got {} characters)",
+                    raw.chars().count()
+                ),
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -46,7 +47,8 @@ impl fmt::Display for Sku {
     }
 }
 
-/// A product's display name: 1–200 characters, not only whitespace.
+/// A product's display name: 1–200 characters, not only whitespace, no
+/// control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductName(String);
 
@@ -54,10 +56,12 @@ impl ProductName {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let length = raw.chars().count();
         if raw.trim().is_empty() || length > 200 {
-            return Err(Invalid(format!(
-                "name must be 1-200 characters and not blank (got {length})"
-            )));
+            return Err(Invalid::new(
+                "name",
+                format!("name must be 1-200 characters and not blank (got {length})"),
+            ));
         }
+        no_control_characters("name", raw)?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -73,9 +77,10 @@ pub struct Quantity(i64);
 impl Quantity {
     pub fn parse(raw: i64) -> Result<Self, Invalid> {
         if !(1..=MAX_QUANTITY).contains(&raw) {
-            return Err(Invalid(format!(
-                "quantity must be between 1 and {MAX_QUANTITY} (got {raw})"
-            )));
+            return Err(Invalid::new(
+                "quantity",
+                format!("quantity must be between 1 and {MAX_QUANTITY} (got {raw})"),
+            ));
         }
         Ok(Self(raw))
     }
@@ -90,11 +95,12 @@ impl Quantity {
 pub struct StockLevel(i64);
 
 impl StockLevel {
-    pub fn parse(raw: i64, field: &str) -> Result<Self, Invalid> {
+    pub fn parse(raw: i64, field: &'static str) -> Result<Self, Invalid> {
         if !(0..=MAX_STOCK).contains(&raw) {
-            return Err(Invalid(format!(
-                "{field} must be between 0 and {MAX_STOCK} (got {raw})"
-            )));
+            return Err(Invalid::new(
+                field,
+                format!("{field} must be between 0 and {MAX_STOCK} (got {raw})"),
+            ));
         }
         Ok(Self(raw))
     }
@@ -121,19 +127,29 @@ pub struct ReservationLines(Vec<ReservationLine>);
 impl ReservationLines {
     pub fn new(mut lines: Vec<ReservationLine>) -> Result<Self, Invalid> {
         if lines.is_empty() || lines.len() > MAX_ITEMS {
-            return Err(Invalid(format!(
-                "items must hold 1-{MAX_ITEMS} lines (got {})",
-                lines.len()
-            )));
+            return Err(Invalid::new(
+                "items",
+                format!("items must hold 1-{MAX_ITEMS} lines (got {})", lines.len()),
+            ));
         }
         lines.sort_by(|a, b| a.sku.cmp(&b.sku));
         if let Some(pair) = lines.windows(2).find(|w| w[0].sku == w[1].sku) {
-            return Err(Invalid(format!(
-                "sku '{}' appears more than once in items",
-                pair[0].sku
-            )));
+            return Err(Invalid::new(
+                "items",
+                format!("sku '{}' appears more than once in items", pair[0].sku),
+            ));
         }
         Ok(Self(lines))
+    }
+
+    /// How many lines (products) the reservation has.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: a reservation has at least one line.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ReservationLine> {
@@ -212,6 +228,8 @@ mod tests {
         assert!(ProductName::parse("Widget").is_ok());
         assert!(ProductName::parse("   ").is_err());
         assert!(ProductName::parse(&"n".repeat(201)).is_err());
+        let nul = ProductName::parse("a\u{0}b").expect_err("NUL is refused");
+        assert_eq!(nul.field, "name");
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum InventoryError {
     InsufficientStock(Vec<ShortItem>),
     #[error("no reservation with id '{0}'")]
     ReservationNotFound(String),
+    #[error("{field} is not a well-formed id (a UUID)")]
+    MalformedId { field: &'static str },
     #[error("reservation is {status:?}; it cannot be {action}")]
     ReservationState {
         status: ReservationStatus,
@@ -49,6 +51,10 @@ pub enum InventoryError {
     InvalidIdempotencyKey(&'static str),
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// A lock wait or a statement outlasted its timeout (`lock_timeout`,
+    /// `statement_timeout`): a row is held elsewhere or the database is slow.
+    #[error("database busy: {0}")]
+    Busy(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }
@@ -69,6 +75,11 @@ impl From<sqlx::Error> for InventoryError {
             {
                 Self::Unavailable(error)
             }
+            // 55P03 lock_not_available (lock_timeout), 57014 query_canceled
+            // (statement_timeout): refused now so the connection is free again.
+            E::Database(db) if matches!(db.code().as_deref(), Some("55P03" | "57014")) => {
+                Self::Busy(error)
+            }
             _ => Self::Database(error),
         }
     }
@@ -87,17 +98,29 @@ impl InventoryError {
     }
 }
 
-/// How long a client should wait before retrying a `503`, in seconds.
-const RETRY_AFTER_SECS: u64 = 1;
+/// How long a client should wait before retrying a `503`, in seconds: a
+/// random whole number in this range, so the buyers refused together in a
+/// flash sale do not all come back in the same second.
+pub const RETRY_AFTER_SECS: std::ops::RangeInclusive<u64> = 1..=3;
+
+fn retry_after() -> u64 {
+    use rand::Rng;
+    rand::rng().random_range(RETRY_AFTER_SECS)
+}
 
 impl From<InventoryError> for Problem {
     fn from(error: InventoryError) -> Self {
         let detail = error.to_string();
         match error {
-            InventoryError::Invalid(_) => Problem::validation(detail),
+            InventoryError::Invalid(invalid) => invalid.into(),
             InventoryError::BadQuery(_) => Problem::bad_request(detail),
             InventoryError::ProductNotFound(_) | InventoryError::ReservationNotFound(_) => {
                 Problem::not_found(detail)
+            }
+            InventoryError::MalformedId { field } => {
+                Problem::new(StatusCode::BAD_REQUEST, "malformed-id", "Malformed Id")
+                    .with_detail(detail)
+                    .with_extension("field", field)
             }
             InventoryError::UnknownSkus(skus) => {
                 Problem::new(StatusCode::NOT_FOUND, "unknown-sku", "Unknown SKU")
@@ -137,7 +160,7 @@ impl From<InventoryError> for Problem {
             .with_extension("reservation_status", status),
             InventoryError::Contention { attempts } => Problem::unavailable(
                 "the stock is too contended right now; retry shortly",
-                RETRY_AFTER_SECS,
+                retry_after(),
             )
             .with_extension("attempts", attempts),
             InventoryError::IdempotencyKeyReused => Problem::new(
@@ -147,16 +170,24 @@ impl From<InventoryError> for Problem {
             )
             .with_detail(detail),
             InventoryError::InvalidIdempotencyKey(_) => Problem::new(
-                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-idempotency-key",
                 "Invalid Idempotency Key",
             )
-            .with_detail(detail),
+            .with_detail(detail)
+            .with_extension("field", "Idempotency-Key"),
             InventoryError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
                 Problem::unavailable(
                     "the inventory database is unreachable or saturated; retry shortly",
-                    RETRY_AFTER_SECS,
+                    retry_after(),
+                )
+            }
+            InventoryError::Busy(cause) => {
+                tracing::warn!(error = %cause, "database lock or statement timeout");
+                Problem::unavailable(
+                    "the product is locked by another transaction or the database is slow; retry shortly",
+                    retry_after(),
                 )
             }
             InventoryError::Database(cause) => Problem::internal(&cause),

@@ -3,26 +3,17 @@
 mod products;
 mod reservations;
 
-use std::time::Duration;
-
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::store::{ContentionPolicy, PgStore};
+pub use crate::config::ReservationSettings;
+use crate::store::PgStore;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: PgStore,
     pub reservations: ReservationSettings,
-}
-
-/// Limits of `POST /v1/reservations`, from the configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct ReservationSettings {
-    pub default_ttl: Duration,
-    pub max_ttl: Duration,
-    pub contention: ContentionPolicy,
 }
 
 #[derive(OpenApi)]

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use headers::{ETag, HeaderMapExt, IfMatch};
 use serde::{Deserialize, Serialize};
 use service_kit::extract::{Json, Path, Query};
 use utoipa::{IntoParams, ToSchema};
@@ -174,13 +175,14 @@ async fn get_product(
     patch, path = "/v1/products/{sku}", tag = "products",
     params(
         ("sku" = String, Path, description = "Product sku"),
-        ("If-Match" = String, Header, description = "The product's current ETag, e.g. \"3\""),
+        ("If-Match" = String, Header, description = "The product's current ETag, e.g. \"3\", a list of them, or *"),
     ),
     request_body = UpdateProduct,
     responses(
         (status = 200, description = "Updated", body = Product, headers(("ETag" = String))),
         (status = 404, description = "No such product", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale version; `current_version` says the current one", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "If-Match is not a list of entity tags", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names no current version (strong comparison; `*` matches any); `current_version` says the current one", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field or nothing to change", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 428, description = "If-Match missing", body = service_kit::Problem, content_type = "application/problem+json"),
     )
@@ -192,35 +194,48 @@ async fn update_product(
     Json(body): Json<UpdateProduct>,
 ) -> Result<Response, InventoryError> {
     let sku = Sku::parse(&sku)?;
-    let expected_version = parse_if_match(&headers)?;
+    let if_match = parse_if_match(&headers)?;
     let name = body.name.as_deref().map(ProductName::parse).transpose()?;
     let restock = body
         .restock
         .map(|units| match units {
             1.. => StockLevel::parse(units, "restock"),
-            _ => Err(Invalid(format!("restock must be positive (got {units})"))),
+            _ => Err(Invalid::new(
+                "restock",
+                format!("restock must be positive (got {units})"),
+            )),
         })
         .transpose()?;
     if name.is_none() && restock.is_none() {
-        return Err(Invalid("nothing to update: give name, restock or both".into()).into());
+        return Err(Invalid::new("name", "nothing to update: give name, restock or both").into());
     }
+    let precondition = |version: i64| if_match.precondition_passes(&etag(version));
     let product = state
         .store
-        .update_product(&sku, expected_version, name.as_ref(), restock)
+        .update_product(&sku, &precondition, name.as_ref(), restock)
         .await?;
     Ok(with_etag(StatusCode::OK, product))
 }
 
-/// `If-Match: "<version>"` → `Some(version)`; a header that names no version
-/// (a weak or foreign tag) → `None`, which can match nothing; no header → `428`.
-fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, InventoryError> {
-    let value = headers
-        .get(header::IF_MATCH)
-        .ok_or(InventoryError::PreconditionRequired)?;
-    Ok(value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok()))
+/// The strong entity tag of a product version: the number in quotes.
+fn etag(version: i64) -> ETag {
+    format!("\"{version}\"")
+        .parse()
+        .expect("a quoted decimal number is a valid entity tag")
+}
+
+/// `If-Match` as RFC 9110 §13.1.1 reads it (`*`, or a list of entity tags,
+/// compared strongly: weak tags never match, `"07"` is not `"7"`, entries that
+/// are not entity tags match nothing); no header → `428`; a header the crate
+/// cannot read at all → `400`.
+fn parse_if_match(headers: &HeaderMap) -> Result<IfMatch, InventoryError> {
+    match headers.typed_try_get::<IfMatch>() {
+        Ok(Some(if_match)) => Ok(if_match),
+        Ok(None) => Err(InventoryError::PreconditionRequired),
+        Err(_) => Err(InventoryError::BadQuery(
+            "If-Match must be * or a list of entity tags such as \"3\"".into(),
+        )),
+    }
 }
 
 /// Stock movements of a product, newest first.
@@ -265,20 +280,33 @@ async fn list_ledger(
 mod tests {
     use super::*;
 
-    fn if_match(value: &str) -> HeaderMap {
+    fn passes(value: &str, version: i64) -> Option<bool> {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::IF_MATCH,
             HeaderValue::from_str(value).expect("valid"),
         );
-        headers
+        parse_if_match(&headers)
+            .ok()
+            .map(|if_match| if_match.precondition_passes(&etag(version)))
     }
 
     #[test]
-    fn if_match_names_a_version() {
-        assert_eq!(parse_if_match(&if_match("\"7\"")).ok(), Some(Some(7)));
-        assert_eq!(parse_if_match(&if_match("W/\"7\"")).ok(), Some(None));
-        assert_eq!(parse_if_match(&if_match("*")).ok(), Some(None));
+    fn if_match_follows_rfc_9110() {
+        assert_eq!(passes("\"7\"", 7), Some(true));
+        assert_eq!(passes("*", 7), Some(true));
+        assert_eq!(passes("\"1\", \"7\"", 7), Some(true));
+        assert_eq!(passes("\"1\", \"2\"", 7), Some(false));
+        assert_eq!(
+            passes("W/\"7\"", 7),
+            Some(false),
+            "weak tags never match a write"
+        );
+        assert_eq!(
+            passes("\"07\"", 7),
+            Some(false),
+            "strong comparison is byte for byte"
+        );
         assert!(matches!(
             parse_if_match(&HeaderMap::new()),
             Err(InventoryError::PreconditionRequired)

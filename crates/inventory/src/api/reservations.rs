@@ -91,11 +91,11 @@ impl From<ReservationRecord> for Reservation {
     request_body = CreateReservation,
     responses(
         (status = 201, description = "Held", body = Reservation, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`true` on a replay"))),
-        (status = 400, description = "Malformed JSON or Idempotency-Key", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown sku; `skus` lists them", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Insufficient stock; `items` lists each short item with its `available`", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid items or ttl, or Idempotency-Key reused with a different body", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Contention outlasted the retry budget, or the database is unreachable; see Retry-After", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid items, ttl or Idempotency-Key (`field` names it), or Idempotency-Key reused with a different body", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Contention outlasted the retry budget, a product is locked past the lock timeout, or the database is unreachable; see Retry-After", body = service_kit::Problem, content_type = "application/problem+json"),
     )
 )]
 async fn create_reservation(
@@ -110,6 +110,7 @@ async fn create_reservation(
         Err(InventoryError::InsufficientStock(_)) => "insufficient_stock",
         Err(InventoryError::Contention { .. }) => "contention",
         Err(InventoryError::Unavailable(_)) => "unavailable",
+        Err(InventoryError::Busy(_)) => "busy",
         Err(InventoryError::Database(_)) => "error",
         Err(_) => "rejected",
     };
@@ -153,8 +154,8 @@ async fn reserve(
 ) -> Result<Reserved, InventoryError> {
     let key = idempotency_key(headers)?;
     let settings = state.reservations;
-    let fingerprint =
-        serde_json::to_value(&body).map_err(|_| Invalid("request is not serializable".into()))?;
+    let fingerprint = serde_json::to_value(&body)
+        .map_err(|_| Invalid::new("items", "request is not serializable"))?;
     let lines = body
         .items
         .iter()
@@ -171,10 +172,13 @@ async fn reserve(
             Duration::from_secs(secs.unsigned_abs())
         }
         Some(secs) => {
-            return Err(Invalid(format!(
-                "ttl_seconds must be between 1 and {} (got {secs})",
-                settings.max_ttl.as_secs()
-            ))
+            return Err(Invalid::new(
+                "ttl_seconds",
+                format!(
+                    "ttl_seconds must be between 1 and {} (got {secs})",
+                    settings.max_ttl.as_secs()
+                ),
+            )
             .into());
         }
     };
@@ -185,7 +189,7 @@ async fn reserve(
     let idempotency = key.map(|key| IdempotentRequest { key, fingerprint });
     state
         .store
-        .reserve(&request, idempotency, &settings.contention, |record| {
+        .reserve(&request, idempotency, |record| {
             serde_json::to_value(Reservation::from(record.clone())).unwrap_or_default()
         })
         .await
@@ -220,9 +224,11 @@ fn created(status: StatusCode, id: Uuid, mut response: Response) -> Response {
     response
 }
 
+/// A reservation id from the path: a malformed one is `400`; a well-formed
+/// one that names nothing is the store's `404`.
 fn parse_id(raw: &str) -> Result<Uuid, InventoryError> {
     raw.parse()
-        .map_err(|_| InventoryError::ReservationNotFound(raw.chars().take(64).collect()))
+        .map_err(|_| InventoryError::MalformedId { field: "id" })
 }
 
 /// Read a reservation. A hold past its expiry reads as `expired`.
@@ -231,6 +237,7 @@ fn parse_id(raw: &str) -> Result<Uuid, InventoryError> {
     params(("id" = Uuid, Path, description = "Reservation id")),
     responses(
         (status = 200, description = "The reservation", body = Reservation),
+        (status = 400, description = "Malformed id (not a UUID)", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -248,6 +255,7 @@ async fn get_reservation(
     params(("id" = Uuid, Path, description = "Reservation id")),
     responses(
         (status = 200, description = "Confirmed (also when already confirmed)", body = Reservation),
+        (status = 400, description = "Malformed id (not a UUID)", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Cancelled or expired", body = service_kit::Problem, content_type = "application/problem+json"),
     )
@@ -266,6 +274,7 @@ async fn confirm_reservation(
     params(("id" = Uuid, Path, description = "Reservation id")),
     responses(
         (status = 200, description = "Cancelled (also when already cancelled)", body = Reservation),
+        (status = 400, description = "Malformed id (not a UUID)", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Confirmed or expired", body = service_kit::Problem, content_type = "application/problem+json"),
     )

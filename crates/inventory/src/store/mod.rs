@@ -2,23 +2,45 @@
 //!
 //! Queries are checked against the schema at compile time (`sqlx::query!`;
 //! the offline data in `.sqlx/` lets the workspace build without a database).
-//! Each public method is one ACID transaction. Each step locks product rows in
-//! sku order (byte order, `COLLATE "C"` in the schema), so reservations do not
-//! deadlock on each other; a deadlock with a step that releases expired holds
-//! on other skus first remains possible, is detected by PostgreSQL, and is
-//! retried like a version conflict.
+//!
+//! # Transactions and locks
+//!
+//! Each public method that writes is one transaction run by
+//! [`retry::in_transaction`] (READ COMMITTED, retried on serialization
+//! failures, deadlocks and lost version compare-and-sets). Rows are locked in
+//! one global order, so writers of this service cannot deadlock each other:
+//!
+//! 1. reservation rows, by id (at most the holds the transaction ends);
+//! 2. then product rows, by sku in byte order (`COLLATE "C"` in the schema),
+//!    all of a transaction's products in one `SELECT … ORDER BY sku FOR UPDATE`
+//!    before any multi-row `UPDATE` touches them.
+//!
+//! A reservation would break that order if it released the due holds on its
+//! products in its own transaction (it would lock the products of *those*
+//! holds, then its own). So it releases them first, in a short transaction of
+//! their own ([`ExpiryScope::Skus`]), and then takes its stock.
+//!
+//! Reads never lock: a hold past its expiry that the sweeper has not released
+//! yet is subtracted in the read query itself.
+//!
+//! Every connection carries `lock_timeout`, `statement_timeout` and
+//! `idle_in_transaction_session_timeout` (see `app::connect`), so a row locked
+//! from outside the service costs a request at most the lock timeout (`503`),
+//! never a pooled connection for longer.
 
 mod expiry;
 mod products;
 mod reservations;
+mod retry;
 mod strategy;
 
 pub use expiry::ExpiryScope;
-pub use reservations::{ContentionPolicy, IdempotentRequest, NewReservation, Reserved};
+pub use reservations::{IdempotentRequest, NewReservation, Reserved};
+pub use retry::RetryPolicy;
 pub use strategy::LockingStrategy;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::ReservationStatus;
@@ -27,15 +49,29 @@ use crate::domain::ReservationStatus;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    settings: StoreSettings,
+}
+
+/// How the store writes: how reservations take stock, how hard writes retry.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    /// How concurrent reservations of one product are kept apart.
+    pub strategy: LockingStrategy,
+    /// Retries of every write transaction.
+    pub retry: RetryPolicy,
 }
 
 impl PgStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, settings: StoreSettings) -> Self {
+        Self { pool, settings }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn strategy(&self) -> LockingStrategy {
+        self.settings.strategy
     }
 }
 
@@ -72,8 +108,30 @@ pub struct ReservationRecord {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Is this error one that a retry of the whole transaction can cure?
-/// (serialization failure, deadlock detected)
-fn is_retryable(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+/// Locks the products named by `skus` in byte order, in one statement. Every
+/// transaction that changes more than one product calls this (or
+/// [`lock_products_of`]) first.
+async fn lock_products(tx: &mut PgConnection, skus: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT 1 AS locked FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+        skus,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Locks the products of the given reservations in byte order, in one
+/// statement: a bulk `UPDATE` would lock them in whatever order its plan visits them.
+async fn lock_products_of(tx: &mut PgConnection, reservations: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT 1 AS locked FROM products
+         WHERE sku IN (SELECT sku FROM reservation_items WHERE reservation_id = ANY($1))
+         ORDER BY sku
+         FOR UPDATE",
+        reservations,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(())
 }

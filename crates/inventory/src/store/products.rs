@@ -1,6 +1,7 @@
 //! Products: create, read, update with optimistic locking, ledger pages.
 
-use super::{ExpiryScope, LedgerRow, PgStore, ProductRow};
+use super::retry::{Step, in_transaction};
+use super::{LedgerRow, PgStore, ProductRow};
 use crate::domain::{ProductName, Sku, StockLevel};
 use crate::error::InventoryError;
 
@@ -13,91 +14,115 @@ impl PgStore {
         name: &ProductName,
         stock: StockLevel,
     ) -> Result<ProductRow, InventoryError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query_as!(
-            ProductRow,
-            "INSERT INTO products (sku, name, received, available, reserved, sold)
-             VALUES ($1, $2, $3, $3, 0, 0)
-             ON CONFLICT (sku) DO NOTHING
-             RETURNING sku, name, received, available, reserved, sold, version",
-            sku.as_str(),
-            name.as_str(),
-            stock.get(),
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(product) = inserted else {
-            return Err(InventoryError::DuplicateSku(sku.to_string()));
-        };
-        if stock.get() > 0 {
-            record_received(&mut tx, sku, stock.get()).await?;
-        }
-        tx.commit().await?;
+        let mut conn = self.pool.acquire().await?;
+        let product = in_transaction!(
+            &mut conn,
+            &self.settings.retry,
+            "create_product",
+            |tx| async move {
+                let inserted = sqlx::query_as!(
+                    ProductRow,
+                    "INSERT INTO products (sku, name, received, available, reserved, sold)
+                 VALUES ($1, $2, $3, $3, 0, 0)
+                 ON CONFLICT (sku) DO NOTHING
+                 RETURNING sku, name, received, available, reserved, sold, version",
+                    sku.as_str(),
+                    name.as_str(),
+                    stock.get(),
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(product) = inserted else {
+                    return Err(InventoryError::DuplicateSku(sku.to_string()));
+                };
+                if stock.get() > 0 {
+                    record_received(tx, sku, stock.get()).await?;
+                }
+                Ok(Step::Commit(product))
+            }
+        );
         Ok(product)
     }
 
-    /// Reads a product. Holds on it that are past their expiry are released
-    /// first, so the counters never include an expired hold.
+    /// Reads a product, without taking a lock. Holds on it that are past
+    /// their expiry but not released yet count as available, as they will once
+    /// released, so a read never counts an expired hold and never waits for a
+    /// writer.
     #[tracing::instrument(skip(self), fields(sku = %sku))]
     pub async fn product(&self, sku: &Sku) -> Result<ProductRow, InventoryError> {
-        let mut tx = self.pool.begin().await?;
-        ExpiryScope::Skus(&[sku.as_str().to_owned()])
-            .release(&mut tx)
-            .await?;
-        let product = fetch_product(&mut tx, sku).await?;
-        tx.commit().await?;
-        product.ok_or_else(|| InventoryError::ProductNotFound(sku.to_string()))
+        sqlx::query_as!(
+            ProductRow,
+            r#"SELECT p.sku, p.name, p.received,
+                      p.available + due.quantity AS "available!",
+                      p.reserved - due.quantity AS "reserved!",
+                      p.sold, p.version
+               FROM products p,
+                    LATERAL (SELECT COALESCE(SUM(i.quantity), 0)::BIGINT AS quantity
+                             FROM reservations r
+                             JOIN reservation_items i ON i.reservation_id = r.id
+                             WHERE r.status = 'held' AND r.expires_at <= now()
+                               AND i.sku = p.sku) AS due
+               WHERE p.sku = $1"#,
+            sku.as_str(),
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| InventoryError::ProductNotFound(sku.to_string()))
     }
 
-    /// Renames and/or restocks a product if its version is still
-    /// `expected_version` (compare-and-set); otherwise `412` with the current one.
-    #[tracing::instrument(skip(self, name), fields(sku = %sku))]
+    /// Renames and/or restocks a product if `precondition` accepts its current
+    /// version (the `If-Match` check, made on the locked row); otherwise `412`
+    /// with the current version.
+    #[tracing::instrument(skip(self, precondition, name), fields(sku = %sku))]
     pub async fn update_product(
         &self,
         sku: &Sku,
-        expected_version: Option<i64>,
+        precondition: &(dyn Fn(i64) -> bool + Sync),
         name: Option<&ProductName>,
         restock: Option<StockLevel>,
     ) -> Result<ProductRow, InventoryError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(current) = fetch_product(&mut tx, sku).await? else {
-            return Err(InventoryError::ProductNotFound(sku.to_string()));
-        };
-        let Some(expected_version) = expected_version else {
-            return Err(InventoryError::VersionMismatch {
-                current_version: current.version,
-            });
-        };
         let restock = restock.map_or(0, StockLevel::get);
-        let updated = sqlx::query_as!(
-            ProductRow,
-            "UPDATE products
-             SET name = COALESCE($3, name),
-                 received = received + $4,
-                 available = available + $4,
-                 version = version + 1,
-                 updated_at = now()
-             WHERE sku = $1 AND version = $2
-             RETURNING sku, name, received, available, reserved, sold, version",
-            sku.as_str(),
-            expected_version,
-            name.map(ProductName::as_str),
-            restock,
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(updated) = updated else {
-            // Another writer got there first; report the version it left.
-            let current = fetch_product(&mut tx, sku).await?;
-            return Err(InventoryError::VersionMismatch {
-                current_version: current.map_or(0, |p| p.version),
-            });
-        };
-        if restock > 0 {
-            record_received(&mut tx, sku, restock).await?;
-        }
-        tx.commit().await?;
-        Ok(updated)
+        let mut conn = self.pool.acquire().await?;
+        let product = in_transaction!(
+            &mut conn,
+            &self.settings.retry,
+            "update_product",
+            |tx| async move {
+                let current = sqlx::query_scalar!(
+                    "SELECT version FROM products WHERE sku = $1 FOR UPDATE",
+                    sku.as_str(),
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(current_version) = current else {
+                    return Err(InventoryError::ProductNotFound(sku.to_string()));
+                };
+                if !precondition(current_version) {
+                    return Err(InventoryError::VersionMismatch { current_version });
+                }
+                let updated = sqlx::query_as!(
+                    ProductRow,
+                    "UPDATE products
+                 SET name = COALESCE($2, name),
+                     received = received + $3,
+                     available = available + $3,
+                     version = version + 1,
+                     updated_at = now()
+                 WHERE sku = $1
+                 RETURNING sku, name, received, available, reserved, sold, version",
+                    sku.as_str(),
+                    name.map(ProductName::as_str),
+                    restock,
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                if restock > 0 {
+                    record_received(tx, sku, restock).await?;
+                }
+                Ok(Step::Commit(updated))
+            }
+        );
+        Ok(product)
     }
 
     /// A page of a product's stock movements, newest first, strictly older
@@ -140,19 +165,6 @@ impl PgStore {
         };
         Ok((rows, next))
     }
-}
-
-async fn fetch_product(
-    tx: &mut sqlx::PgConnection,
-    sku: &Sku,
-) -> Result<Option<ProductRow>, sqlx::Error> {
-    sqlx::query_as!(
-        ProductRow,
-        "SELECT sku, name, received, available, reserved, sold, version FROM products WHERE sku = $1",
-        sku.as_str(),
-    )
-    .fetch_optional(tx)
-    .await
 }
 
 async fn record_received(

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::PgConnection;
+
+use super::lock_products;
 
 use crate::domain::ReservationLines;
 use crate::error::{InventoryError, ShortItem};
@@ -45,8 +47,10 @@ pub(super) enum Taken {
 
 /// Moves every line's quantity from `available` to `reserved`, or fails with
 /// `UnknownSkus` / `InsufficientStock` having moved nothing that will commit.
+/// One statement per step, whatever the number of lines; product rows are
+/// locked in sku order before any multi-row `UPDATE` (see the store's lock order).
 pub(super) async fn take_stock(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     lines: &ReservationLines,
     strategy: LockingStrategy,
 ) -> Result<Taken, InventoryError> {
@@ -63,23 +67,46 @@ async fn optimistic(
 ) -> Result<Taken, InventoryError> {
     let stock = read_stock(tx, lines, false).await?;
     check_stock(lines, &stock)?;
-    for line in lines.iter() {
-        let version = stock[line.sku.as_str()].version;
-        let updated = sqlx::query!(
-            "UPDATE products
-             SET available = available - $3, reserved = reserved + $3,
-                 version = version + 1, updated_at = now()
-             WHERE sku = $1 AND version = $2",
-            line.sku.as_str(),
-            version,
-            line.quantity.get(),
+    let skus = lines.skus();
+    let versions: Vec<i64> = lines
+        .iter()
+        .map(|line| stock[line.sku.as_str()].version)
+        .collect();
+    if lines.len() > 1 {
+        // Lock the rows whose version is still the one read, in sku order. A
+        // row changed meanwhile drops out (PostgreSQL re-checks the join
+        // condition on the newest row version after waiting for its lock).
+        let still_current = sqlx::query_scalar!(
+            r#"SELECT p.sku AS "sku!" FROM products p
+               JOIN UNNEST($1::TEXT[], $2::BIGINT[]) AS l(sku, version)
+                 ON p.sku = l.sku AND p.version = l.version
+               ORDER BY p.sku
+               FOR UPDATE OF p"#,
+            &skus,
+            &versions,
         )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
+        .fetch_all(&mut *tx)
+        .await?;
+        if still_current.len() != lines.len() {
             return Ok(Taken::Conflict);
         }
+    }
+    // The compare-and-set: every row must still carry the version read.
+    let updated = sqlx::query!(
+        "UPDATE products p
+         SET available = p.available - l.quantity, reserved = p.reserved + l.quantity,
+             version = p.version + 1, updated_at = now()
+         FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS l(sku, version, quantity)
+         WHERE p.sku = l.sku AND p.version = l.version",
+        &skus,
+        &versions,
+        &lines.quantities(),
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated != lines.len() as u64 {
+        return Ok(Taken::Conflict);
     }
     Ok(Taken::Yes)
 }
@@ -90,54 +117,71 @@ async fn pessimistic(
 ) -> Result<Taken, InventoryError> {
     let stock = read_stock(tx, lines, true).await?;
     check_stock(lines, &stock)?;
-    for line in lines.iter() {
-        sqlx::query!(
-            "UPDATE products
-             SET available = available - $2, reserved = reserved + $2,
-                 version = version + 1, updated_at = now()
-             WHERE sku = $1",
-            line.sku.as_str(),
-            line.quantity.get(),
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
+    move_to_reserved(tx, lines).await?;
     Ok(Taken::Yes)
 }
 
 async fn guarded(tx: &mut PgConnection, lines: &ReservationLines) -> Result<Taken, InventoryError> {
-    // A savepoint, so a line that does not fit undoes the lines before it
-    // while the transaction (and its idempotency claim) lives on.
-    sqlx::query("SAVEPOINT take_stock")
-        .execute(&mut *tx)
-        .await?;
-    for line in lines.iter() {
-        let updated = sqlx::query!(
-            "UPDATE products
-             SET available = available - $2, reserved = reserved + $2,
-                 version = version + 1, updated_at = now()
-             WHERE sku = $1 AND available >= $2",
-            line.sku.as_str(),
-            line.quantity.get(),
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
+    // With several lines, lock them in sku order, and take a savepoint so the
+    // lines that fit are undone when another does not while the transaction
+    // (and its idempotency claim) lives on. One line cannot half-succeed.
+    let several = lines.len() > 1;
+    if several {
+        lock_products(tx, &lines.skus()).await?;
+        sqlx::query("SAVEPOINT take_stock")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let updated = sqlx::query!(
+        "UPDATE products p
+         SET available = p.available - l.quantity, reserved = p.reserved + l.quantity,
+             version = p.version + 1, updated_at = now()
+         FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS l(sku, quantity)
+         WHERE p.sku = l.sku AND p.available >= l.quantity",
+        &lines.skus(),
+        &lines.quantities(),
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated != lines.len() as u64 {
+        if several {
             sqlx::query("ROLLBACK TO SAVEPOINT take_stock")
                 .execute(&mut *tx)
                 .await?;
-            // Say why: an unknown sku or the short items. If everything fits
-            // now, stock came back in between: retry.
-            let stock = read_stock(tx, lines, false).await?;
-            check_stock(lines, &stock)?;
-            return Ok(Taken::Conflict);
         }
+        // Say why: an unknown sku or the short items. If everything fits
+        // now, stock came back in between: retry.
+        let stock = read_stock(tx, lines, false).await?;
+        check_stock(lines, &stock)?;
+        return Ok(Taken::Conflict);
     }
-    sqlx::query("RELEASE SAVEPOINT take_stock")
-        .execute(&mut *tx)
-        .await?;
+    if several {
+        sqlx::query("RELEASE SAVEPOINT take_stock")
+            .execute(&mut *tx)
+            .await?;
+    }
     Ok(Taken::Yes)
+}
+
+/// Moves every line's quantity from `available` to `reserved`, unconditionally
+/// (the caller holds the rows' locks and has checked the stock).
+async fn move_to_reserved(
+    tx: &mut PgConnection,
+    lines: &ReservationLines,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE products p
+         SET available = p.available - l.quantity, reserved = p.reserved + l.quantity,
+             version = p.version + 1, updated_at = now()
+         FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS l(sku, quantity)
+         WHERE p.sku = l.sku",
+        &lines.skus(),
+        &lines.quantities(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// The stock of every line's product that exists, by sku; `for_update` locks
