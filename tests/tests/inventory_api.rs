@@ -176,7 +176,7 @@ async fn a_reservation_is_held_confirmed_or_cancelled(strategy: &str) {
         404,
     )
     .await;
-    expect_problem(app.get("/v1/reservations/not-a-uuid").await, 404).await;
+    expect_problem(app.get("/v1/reservations/not-a-uuid").await, 400).await;
     app.assert_ledger_replays().await;
 }
 
@@ -343,7 +343,10 @@ async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
         .send()
         .await
         .expect("send");
-    expect_problem(bad_key, 400).await;
+    assert_eq!(
+        expect_problem(bad_key, 422).await["field"],
+        "Idempotency-Key"
+    );
 
     for bad_product in [
         json!({"sku": "B", "name": "B", "stock": -1}),

@@ -156,7 +156,7 @@ e2e::per_strategy!(
 #[tokio::test]
 async fn contention_beyond_the_retry_budget_is_a_503_with_retry_after() {
     // One attempt only: every lost compare-and-set exhausts the budget.
-    let app = InventoryApp::spawn(&["--reservation-max-attempts", "1"]).await;
+    let app = InventoryApp::spawn(&["--transaction-max-attempts", "1"]).await;
     app.create_product("HOT", 1_000).await;
 
     let buyers = (0..64).map(|_| async {
