@@ -11,7 +11,9 @@
 //! - this module: store addresses, fresh databases, binaries, polling helpers;
 //! - [`inventory_app`]: a running inventory service and its assertions;
 //! - [`timeline_app`]: a timeline deployment (API, workers, its own stream);
-//! - [`pg_instance`]: a private PostgreSQL server a test may stop and restart.
+//! - [`pg_instance`]: a private PostgreSQL server a test may stop and restart;
+//! - [`cassandra_instance`], [`nats_instance`]: a private Cassandra node and
+//!   nats-server a test may stop and start again.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,7 +21,9 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
+pub mod cassandra_instance;
 pub mod inventory_app;
+pub mod nats_instance;
 pub mod pg_instance;
 
 /// The PostgreSQL server the tests create their databases on.

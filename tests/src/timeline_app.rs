@@ -51,6 +51,8 @@ pub fn unique_user(prefix: &str) -> String {
 /// The stores and stream an app (and its workers) use.
 #[derive(Debug, Clone)]
 pub struct Deployment {
+    /// Cassandra contact points (the shared node unless a test runs its own).
+    pub cassandra_nodes: Vec<String>,
     pub keyspace: String,
     pub nats_url: String,
     pub stream: String,
@@ -67,8 +69,15 @@ impl Deployment {
     }
 
     pub async fn on_nats(nats_url: &str, feed: &[&str]) -> Self {
+        Self::on_stores(cassandra_nodes(), nats_url, feed).await
+    }
+
+    /// A fresh stream on the NATS server at `nats_url`, on the Cassandra at
+    /// `cassandra` (a node of the test's own gets the keyspace from the service).
+    pub async fn on_stores(cassandra: Vec<String>, nats_url: &str, feed: &[&str]) -> Self {
         let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
         Self {
+            cassandra_nodes: cassandra,
             keyspace: shared_keyspace().await.to_owned(),
             nats_url: nats_url.to_owned(),
             stream: format!("TL_TEST_{tag}"),
@@ -82,7 +91,7 @@ impl Deployment {
     pub fn shared_args(&self) -> Vec<String> {
         let mut args = vec![
             "--cassandra-nodes".to_owned(),
-            cassandra_nodes().join(","),
+            self.cassandra_nodes.join(","),
             "--cassandra-keyspace".to_owned(),
             self.keyspace.clone(),
             "--nats-url".to_owned(),

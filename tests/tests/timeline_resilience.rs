@@ -2,11 +2,11 @@
 //! fan-out, and NATS stopped while posts keep coming.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::closed_port;
+use e2e::nats_instance::NatsInstance;
 use e2e::timeline_app::{
     CONVERGENCE, Deployment, TimelineApp, eventually, unique_user, wait_drained, wait_ready,
     worker_binary,
@@ -46,20 +46,6 @@ async fn followers_with(app: &TimelineApp, followers: &[String], post: Uuid) -> 
         .filter(|has| std::future::ready(*has))
         .count()
         .await
-}
-
-/// The `nats-server` to run: `$NATS_SERVER`, else the first on `PATH`, else
-/// the Debian package's `/usr/sbin/nats-server`.
-fn nats_server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("NATS_SERVER") {
-        return PathBuf::from(path);
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("nats-server"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
 }
 
 /// Asserts every follower's timeline holds `post` exactly once.
@@ -152,77 +138,9 @@ async fn a_worker_killed_mid_fan_out_loses_nothing_and_duplicates_nothing() {
     app.deployment.delete_stream().await;
 }
 
-/// A nats-server of the test's own, on a fixed port, with its own store.
-struct OwnNats {
-    port: u16,
-    store: PathBuf,
-    child: Option<Child>,
-}
-
-impl OwnNats {
-    async fn start() -> Self {
-        let port = closed_port().await.port();
-        let store = std::env::temp_dir().join(format!("timeline-nats-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&store).expect("store dir");
-        let mut nats = Self {
-            port,
-            store,
-            child: None,
-        };
-        nats.restart().await;
-        nats
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn restart(&mut self) {
-        let mut command = Command::new(nats_server_binary());
-        command.args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-js",
-            "-sd",
-        ]);
-        command.arg(&self.store);
-        self.child = Some(quiet(&mut command).spawn().expect("start nats-server"));
-        let port = self.port;
-        eventually(
-            "nats-server to listen",
-            Duration::from_secs(10),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(drop)
-            },
-        )
-        .await;
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.start_kill().expect("kill nats-server");
-            child.wait().await.expect("reap nats-server");
-        }
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.start_kill();
-        }
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
-}
-
 #[tokio::test]
 async fn posts_accepted_while_nats_is_down_reach_every_follower_when_it_returns() {
-    let mut nats = OwnNats::start().await;
+    let mut nats = NatsInstance::start().await;
     let deployment = Deployment::on_nats(&nats.url(), &[]).await;
     let app = TimelineApp::spawn_in(deployment, &["--outbox-relay-after-secs", "2"]).await;
     let worker = app.spawn_worker(&[]).await;

@@ -110,10 +110,7 @@ impl ReadinessCheck for StoreCheck {
                 .0
                 .get()
                 .map_err(|_| "store not connected or migrated yet")?;
-            store
-                .session()
-                .query_unpaged("SELECT release_version FROM system.local", ())
-                .await?;
+            store.ping().await?;
             Ok(())
         })
     }

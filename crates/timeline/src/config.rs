@@ -209,17 +209,19 @@ pub struct FanoutConfig {
     #[arg(long, env = "FANOUT_CHUNK_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub fanout_chunk_size: u64,
 
-    /// Deliveries of one message before it goes to the dead-letter subject.
-    #[arg(long, env = "FANOUT_MAX_DELIVER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..))]
-    pub fanout_max_deliver: i64,
-
     /// Time a delivered message may stay unacknowledged before it is redelivered, in seconds.
     #[arg(long, env = "FANOUT_ACK_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub fanout_ack_wait_secs: u64,
 
-    /// Delay before a failed message is redelivered, in milliseconds (doubled per attempt, capped at 30 s).
-    #[arg(long, env = "FANOUT_NAK_DELAY_MS", default_value_t = 1000)]
+    /// Delay before a failed message is redelivered, in milliseconds (doubled
+    /// per delivery, capped at `FANOUT_RETRY_MAX_DELAY_MS`).
+    #[arg(long, env = "FANOUT_NAK_DELAY_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub fanout_nak_delay_ms: u64,
+
+    /// Ceiling of the redelivery delay of a transient failure, in milliseconds.
+    /// Transient failures are retried for as long as they last.
+    #[arg(long, env = "FANOUT_RETRY_MAX_DELAY_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub fanout_retry_max_delay_ms: u64,
 
     /// How often the consumer's pending count is polled for the gauge, in milliseconds.
     #[arg(long, env = "FANOUT_PENDING_POLL_MS", default_value_t = 5000)]
@@ -235,7 +237,7 @@ impl FanoutConfig {
     pub fn nak_delay(&self, delivered: i64) -> Duration {
         let exponent = u32::try_from(delivered.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
         let delay = self.fanout_nak_delay_ms.saturating_mul(1 << exponent);
-        Duration::from_millis(delay.min(30_000))
+        Duration::from_millis(delay.min(self.fanout_retry_max_delay_ms))
     }
 
     pub fn chunk_size(&self) -> usize {
@@ -268,8 +270,6 @@ mod tests {
             Duration::from_secs(7 * 86_400)
         );
         assert_eq!(config.feed.bucket_seconds, 86_400);
-        let worker = WorkerConfig::parse_from(["timeline-worker"]);
-        assert_eq!(worker.fanout.fanout_max_deliver, 5);
     }
 
     #[test]
@@ -278,5 +278,8 @@ mod tests {
         assert_eq!(worker.fanout.nak_delay(1), Duration::from_secs(1));
         assert_eq!(worker.fanout.nak_delay(3), Duration::from_secs(4));
         assert_eq!(worker.fanout.nak_delay(40), Duration::from_secs(30));
+        let patient =
+            WorkerConfig::parse_from(["timeline-worker", "--fanout-retry-max-delay-ms", "5000"]);
+        assert_eq!(patient.fanout.nak_delay(40), Duration::from_secs(5));
     }
 }

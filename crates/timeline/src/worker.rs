@@ -4,19 +4,30 @@
 //! Any number of worker processes share one consumer, so JetStream hands each
 //! message to one of them. A worker pulls no more messages than it has free
 //! slots (`FANOUT_CONCURRENCY`), processes them concurrently, and acks each
-//! only after its rows are written. A failure is nak'ed with a growing delay;
-//! a worker that dies leaves its messages unacked and JetStream redelivers
-//! them after `ack_wait`. Rows are keyed by (user, post), so a redelivered
-//! message rewrites the same rows.
+//! only after its rows are written. A worker that dies leaves its messages
+//! unacked and JetStream redelivers them after `ack_wait`. Rows are keyed by
+//! (user, post), so a redelivered message rewrites the same rows.
 //!
-//! The delivery budget (`FANOUT_MAX_DELIVER`) is enforced here rather than by
-//! the server: a message whose last allowed delivery fails, that arrives past
-//! its budget (its workers kept dying), or that cannot be parsed at all, is
-//! published to `<prefix>.dead.<kind>` (kept by a stream of its own,
-//! `<NATS_STREAM>_DEAD`, bounded by age and count), terminated and counted.
+//! # Failures
+//!
+//! A failure is transient or permanent, and only a permanent one is ever
+//! given up on:
+//!
+//! - **Transient** (the store unavailable or timing out, any other store
+//!   error, NATS not taking a chunk): nak'ed with a capped exponential delay
+//!   (`FANOUT_NAK_DELAY_MS` doubling up to `FANOUT_RETRY_MAX_DELAY_MS`) and
+//!   retried for as long as it lasts, however many deliveries that takes.
+//!   When the store is unavailable the worker also stops pulling new messages
+//!   and probes the store with backoff, resuming by itself once it answers: an
+//!   outage costs a few probes, not the deliveries of every message in the
+//!   stream. `timeline_fanout_retries_total{cause}` counts the retries.
+//! - **Permanent** (a payload that cannot be decoded, an unknown message
+//!   version): published to `<prefix>.dead.<kind>` (kept by a stream of its
+//!   own, `<NATS_STREAM>_DEAD`, bounded by age and count), terminated and
+//!   counted. `capctl dlq` lists and replays dead letters.
 //!
 //! While a message is processed the worker tells JetStream it is still at it
-//! (`AckKind::Progress`, every third of `ack_wait`), so a long message (an
+//! (`AckKind::Progress`, every third of the consumer's real `ack_wait`), so a long message (an
 //! unfollow removing thousands of rows, a slow chunk) is neither redelivered
 //! to another worker meanwhile nor charged a delivery.
 //!
@@ -40,6 +51,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -65,17 +77,69 @@ use crate::store::{PostRecord, StoreError, TimelineStore};
 /// Most posts an unfollow removes (those within the TTL window, newest first).
 const UNFOLLOW_REMOVE_LIMIT: usize = 10_000;
 
-/// Why processing a message failed.
+/// Deliveries after which a message still failing transiently is logged as an
+/// error rather than a warning (it is still retried).
+const LOUD_AFTER_DELIVERIES: i64 = 10;
+
+/// Why processing a message failed, and so what becomes of it.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    /// Worth retrying: the store or NATS was unavailable.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("publishing chunks: {0}")]
-    Publish(#[from] crate::publisher::PublishError),
-    /// Never going to work: dead-letter at once.
+    /// Retried for as long as it lasts; `cause` labels the retry metric.
+    #[error("{cause}: {error}")]
+    Transient { cause: Cause, error: String },
+    /// Never going to work: dead-lettered at once.
     #[error("poison message: {0}")]
     Poison(String),
+}
+
+/// What a transient failure was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The store could not serve (down, timing out, overloaded).
+    StoreUnavailable,
+    /// Any other store error.
+    StoreError,
+    /// NATS did not take a chunk message.
+    NatsPublish,
+}
+
+impl Cause {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::StoreUnavailable => "store_unavailable",
+            Self::StoreError => "store_error",
+            Self::NatsPublish => "nats_publish",
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        let cause = if error.is_unavailable() {
+            Cause::StoreUnavailable
+        } else {
+            Cause::StoreError
+        };
+        Self::Transient {
+            cause,
+            error: error.to_string(),
+        }
+    }
+}
+
+impl From<crate::publisher::PublishError> for Failure {
+    fn from(error: crate::publisher::PublishError) -> Self {
+        Self::Transient {
+            cause: Cause::NatsPublish,
+            error: error.to_string(),
+        }
+    }
 }
 
 /// A built worker: its health/metrics listener bound, stores connecting in the background.
@@ -143,6 +207,9 @@ impl WorkerApp {
         let Some(consumer) = ensure_consumer(&self.publisher, &self.config, &shutdown).await else {
             return Ok(());
         };
+        // Progress reports follow the consumer's real ack_wait (an existing
+        // consumer that could not be updated keeps its own).
+        let ack_wait = consumer.cached_info().config.ack_wait;
         tokio::spawn(poll_pending(
             consumer.clone(),
             Duration::from_millis(self.config.fanout.fanout_pending_poll_ms),
@@ -152,6 +219,8 @@ impl WorkerApp {
             store: store.clone(),
             publisher: self.publisher,
             config: self.config,
+            ack_wait,
+            store_down: AtomicBool::new(false),
         });
         worker.consume(consumer, shutdown).await;
         http.await.context("joining the HTTP server")??;
@@ -159,8 +228,9 @@ impl WorkerApp {
     }
 }
 
-/// Creates the stream and the durable consumer if missing, retrying until
-/// NATS answers. `None` when shut down first.
+/// Creates the stream and the durable consumer if missing, and updates the
+/// consumer if its configuration changed, retrying until NATS answers. `None`
+/// when shut down first.
 async fn ensure_consumer(
     publisher: &FanoutPublisher,
     config: &WorkerConfig,
@@ -171,21 +241,32 @@ async fn ensure_consumer(
         let attempt = async {
             let stream = publisher.ensure_stream().await?;
             let name = config.stream.nats_consumer.clone();
-            let consumer = stream
-                .get_or_create_consumer(
-                    &name,
-                    consumer::pull::Config {
-                        durable_name: Some(name.clone()),
-                        ack_policy: consumer::AckPolicy::Explicit,
-                        ack_wait: config.fanout.ack_wait(),
-                        // The budget is enforced by the worker, which dead-letters (see above).
-                        max_deliver: -1,
-                        filter_subject: publisher.subjects().all_work(),
-                        max_ack_pending: 10_000,
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            let wanted = consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: config.fanout.ack_wait(),
+                // Given up on only by the worker, for permanent failures (see above).
+                max_deliver: -1,
+                filter_subject: publisher.subjects().all_work(),
+                max_ack_pending: 10_000,
+                ..Default::default()
+            };
+            let mut consumer: consumer::PullConsumer =
+                stream.get_or_create_consumer(&name, wanted.clone()).await?;
+            let current = &consumer.cached_info().config;
+            let changed = current.ack_wait != wanted.ack_wait
+                || current.max_ack_pending != wanted.max_ack_pending
+                || current.filter_subject != wanted.filter_subject;
+            if changed {
+                // Creating a durable consumer again with a new configuration
+                // updates it in place (its position and pending messages stay).
+                match stream.create_consumer(wanted).await {
+                    Ok(updated) => consumer = updated,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot update the fan-out consumer's configuration; keeping the existing one")
+                    }
+                }
+            }
             Ok::<_, async_nats::Error>(consumer)
         };
         match attempt.await {
@@ -230,6 +311,11 @@ struct Worker {
     store: TimelineStore,
     publisher: FanoutPublisher,
     config: WorkerConfig,
+    /// The consumer's ack_wait, as the server has it.
+    ack_wait: Duration,
+    /// Set when a message found the store unavailable: pull nothing new until
+    /// a probe of the store succeeds.
+    store_down: AtomicBool,
 }
 
 impl Worker {
@@ -244,6 +330,9 @@ impl Worker {
         let mut tasks = JoinSet::new();
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
+            if self.store_down.load(Ordering::Acquire) && !self.wait_for_store(&shutdown).await {
+                break;
+            }
             let free = slots.available_permits();
             if free == 0 {
                 tokio::select! {
@@ -294,43 +383,65 @@ impl Worker {
         while tasks.join_next().await.is_some() {}
     }
 
+    /// Probes the store with backoff until it answers (`true`) or shutdown
+    /// begins (`false`). Nothing new is pulled meanwhile.
+    async fn wait_for_store(&self, shutdown: &CancellationToken) -> bool {
+        tracing::warn!("the store is unavailable; pulling nothing until it answers");
+        metrics::gauge!("timeline_fanout_paused").set(1.0);
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.store.ping().await {
+                Ok(()) => break,
+                Err(error) => tracing::debug!(%error, ?delay, "store probe failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        self.store_down.store(false, Ordering::Release);
+        metrics::gauge!("timeline_fanout_paused").set(0.0);
+        tracing::info!("the store answers again; resuming");
+        true
+    }
+
     async fn handle(&self, message: jetstream::Message) {
         let kind = Subjects::kind_of(message.subject.as_str()).to_owned();
         let delivered = message.info().map_or(1, |info| info.delivered);
-        let max_deliver = self.config.fanout.fanout_max_deliver;
         metrics::counter!("timeline_fanout_deliveries_total", "kind" => kind.clone()).increment(1);
         if delivered > 1 {
             metrics::counter!("timeline_fanout_redeliveries_total", "kind" => kind.clone())
                 .increment(1);
         }
-        let outcome = if delivered > max_deliver {
-            Err(Failure::Poison(format!(
-                "delivered {delivered} times; the budget is {max_deliver}"
-            )))
-        } else {
-            match Envelope::from_bytes(&message.payload) {
-                Ok(envelope) if envelope.v == MESSAGE_VERSION => {
-                    let every = self.config.fanout.ack_wait() / 3;
-                    with_progress(self.process(envelope.message), every, || async {
-                        if let Err(error) = message.ack_with(AckKind::Progress).await {
-                            tracing::debug!(%error, kind, "cannot report progress");
-                        }
-                    })
-                    .await
-                }
-                Ok(envelope) => Err(Failure::Poison(format!("unknown version {}", envelope.v))),
-                Err(error) => Err(Failure::Poison(error.to_string())),
+        let outcome = match Envelope::from_bytes(&message.payload) {
+            Ok(envelope) if envelope.v == MESSAGE_VERSION => {
+                let every = self.ack_wait / 3;
+                with_progress(self.process(envelope.message), every, || async {
+                    if let Err(error) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(%error, kind, "cannot report progress");
+                    }
+                })
+                .await
             }
+            Ok(envelope) => Err(Failure::Poison(format!("unknown version {}", envelope.v))),
+            Err(error) => Err(Failure::Poison(error.to_string())),
         };
         let result = match outcome {
             Ok(()) => message.ack().await,
             Err(failure @ Failure::Poison(_)) => self.dead_letter(&message, &kind, &failure).await,
-            Err(failure) if delivered >= max_deliver => {
-                self.dead_letter(&message, &kind, &failure).await
-            }
-            Err(failure) => {
+            Err(Failure::Transient { cause, error }) => {
+                metrics::counter!("timeline_fanout_retries_total", "kind" => kind.clone(), "cause" => cause.as_str())
+                    .increment(1);
+                if cause == Cause::StoreUnavailable {
+                    self.store_down.store(true, Ordering::Release);
+                }
                 let delay = self.config.fanout.nak_delay(delivered);
-                tracing::warn!(%failure, kind, delivered, ?delay, "fan-out failed; will be redelivered");
+                if delivered >= LOUD_AFTER_DELIVERIES {
+                    tracing::error!(%cause, %error, kind, delivered, ?delay, "fan-out keeps failing; will be redelivered");
+                } else {
+                    tracing::warn!(%cause, %error, kind, delivered, ?delay, "fan-out failed; will be redelivered");
+                }
                 message.ack_with(AckKind::Nak(Some(delay))).await
             }
         };

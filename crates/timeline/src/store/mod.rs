@@ -330,6 +330,15 @@ impl TimelineStore {
         &self.session
     }
 
+    /// Succeeds when the cluster answers a query now (readiness, and the
+    /// worker's probe while it waits out an outage).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged("SELECT release_version FROM system.local", ())
+            .await?;
+        Ok(())
+    }
+
     pub fn bucketing(&self) -> Bucketing {
         self.bucketing
     }
