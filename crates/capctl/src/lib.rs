@@ -5,6 +5,7 @@
 //!
 //! - [`client`]: a small HTTP client for both services, and Prometheus parsing.
 //! - [`commands`]: one-request commands (products, reservations, follows, posts, timelines).
+//! - [`dead_letters`]: lists the fan-out's dead letters and replays them to their work subjects.
 //! - [`fanout`]: builds a follow graph, posts, waits for convergence; reports missing
 //!   and duplicate entries (both must be 0).
 //! - [`flash_sale`]: many buyers race for little stock; reports oversold (must be 0).
@@ -16,6 +17,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod dead_letters;
 pub mod fanout;
 pub mod flash_sale;
 pub mod latency;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use capctl::client::ServiceClient;
 use capctl::commands::{self, Everyday};
+use capctl::dead_letters::{self, DlqAction, DlqArgs};
 use capctl::fanout::{self, FanoutArgs};
 use capctl::flash_sale::{self, FlashSaleArgs};
 use capctl::raw_cql::{self, CqlInsertArgs};
@@ -58,6 +59,8 @@ enum Command {
     ReadLoad(ReadLoadArgs),
     /// Benchmark: the fan-out's timeline inserts straight to Cassandra, no service in between.
     CqlInsertLoop(CqlInsertArgs),
+    /// Dead letters of the timeline fan-out: list them, or replay them to the work stream.
+    Dlq(DlqArgs),
     #[command(flatten)]
     Everyday(Everyday),
 }
@@ -112,6 +115,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CqlInsertLoop(args) => {
             print(&raw_cql::run(&args).await?, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq(DlqArgs { action }) => {
+            match action {
+                DlqAction::List(selection) => {
+                    print(&dead_letters::list(&selection).await?, cli.json)?;
+                }
+                DlqAction::Replay(selection) => {
+                    print(&dead_letters::replay(&selection).await?, cli.json)?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Everyday(command) => {
