@@ -48,7 +48,7 @@ pub enum InventoryError {
     #[error("Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
     #[error("invalid Idempotency-Key: {0}")]
-    InvalidIdempotencyKey(&'static str),
+    InvalidIdempotencyKey(Invalid),
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     /// A lock wait or a statement outlasted its timeout (`lock_timeout`,
@@ -169,13 +169,13 @@ impl From<InventoryError> for Problem {
                 "Idempotency Key Reused",
             )
             .with_detail(detail),
-            InventoryError::InvalidIdempotencyKey(_) => Problem::new(
+            InventoryError::InvalidIdempotencyKey(invalid) => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-idempotency-key",
                 "Invalid Idempotency Key",
             )
             .with_detail(detail)
-            .with_extension("field", "Idempotency-Key"),
+            .with_extension("field", invalid.field),
             InventoryError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
                 Problem::unavailable(

@@ -13,6 +13,7 @@
 //! - [`extract`]: JSON, query and path extractors whose rejections are problems.
 //! - [`health`]: `/healthz`, and `/readyz` driven by pluggable [`health::ReadinessCheck`]s,
 //!   with ready-made checks for PostgreSQL, Cassandra and NATS JetStream behind features.
+//! - [`idempotency`]: the `Idempotency-Key` header, parsed the same way by every service.
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, and per-route HTTP metrics.
 //! - [`http`]: assembles a service's API router with the endpoints above and the
 //!   tower-http layers (request id, trace, timeout, body limit), and serves it.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod extract;
 pub mod health;
 pub mod http;
+pub mod idempotency;
 pub mod metrics;
 pub mod problem;
 pub mod shutdown;

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use service_kit::extract::{Json, Path};
+use service_kit::idempotency::REPLAYED as IDEMPOTENT_REPLAYED;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,10 +18,6 @@ use super::AppState;
 use crate::domain::{Invalid, Quantity, ReservationLine, ReservationLines, ReservationStatus, Sku};
 use crate::error::InventoryError;
 use crate::store::{IdempotentRequest, NewReservation, ReservationRecord, Reserved};
-
-/// Marks an answer replayed for a repeated `Idempotency-Key`.
-const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -152,7 +149,8 @@ async fn reserve(
     headers: &HeaderMap,
     body: CreateReservation,
 ) -> Result<Reserved, InventoryError> {
-    let key = idempotency_key(headers)?;
+    let key =
+        service_kit::idempotency::key(headers).map_err(InventoryError::InvalidIdempotencyKey)?;
     let settings = state.reservations;
     let fingerprint = serde_json::to_value(&body)
         .map_err(|_| Invalid::new("items", "request is not serializable"))?;
@@ -193,27 +191,6 @@ async fn reserve(
             serde_json::to_value(Reservation::from(record.clone())).unwrap_or_default()
         })
         .await
-}
-
-/// The `Idempotency-Key` header: an sf-string or a bare token, 1–255 printable ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, InventoryError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    let raw = value
-        .to_str()
-        .map_err(|_| InventoryError::InvalidIdempotencyKey("must be printable ASCII"))?
-        .trim();
-    let key = raw
-        .strip_prefix('"')
-        .and_then(|k| k.strip_suffix('"'))
-        .unwrap_or(raw);
-    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
-        return Err(InventoryError::InvalidIdempotencyKey(
-            "must be 1-255 printable ASCII characters",
-        ));
-    }
-    Ok(Some(key))
 }
 
 fn created(status: StatusCode, id: Uuid, mut response: Response) -> Response {
@@ -285,37 +262,4 @@ async fn cancel_reservation(
 ) -> Result<Json<Reservation>, InventoryError> {
     let record = state.store.cancel(parse_id(&id)?).await?;
     Ok(Json(record.into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_key(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            IDEMPOTENCY_KEY,
-            HeaderValue::from_str(value).expect("valid"),
-        );
-        headers
-    }
-
-    #[test]
-    fn idempotency_key_accepts_strings_and_tokens() {
-        assert_eq!(
-            idempotency_key(&with_key("\"abc-1\"")).ok().flatten(),
-            Some("abc-1")
-        );
-        assert_eq!(
-            idempotency_key(&with_key("abc-1")).ok().flatten(),
-            Some("abc-1")
-        );
-        assert!(
-            idempotency_key(&HeaderMap::new())
-                .expect("absent is fine")
-                .is_none()
-        );
-        assert!(idempotency_key(&with_key("\"\"")).is_err());
-        assert!(idempotency_key(&with_key(&"k".repeat(256))).is_err());
-    }
 }
