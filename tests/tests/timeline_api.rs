@@ -312,3 +312,41 @@ async fn celebrities_past_the_first_chunk_are_merged_too() {
     assert_eq!(ids, vec![post.id]);
     app.deployment.delete_stream().await;
 }
+
+/// Settings that cannot work stop both binaries at start-up with a message,
+/// before they touch a store.
+#[tokio::test]
+async fn invalid_configuration_stops_the_binaries_with_a_message() {
+    for binary in ["timeline", "timeline-worker"] {
+        for (variable, value, mentions) in [
+            (
+                "CASSANDRA_REQUEST_TIMEOUT_MS",
+                "10000",
+                "CASSANDRA_REQUEST_TIMEOUT_MS",
+            ),
+            ("TIMELINE_TTL_DAYS", "7301", "TIMELINE_TTL_DAYS"),
+        ] {
+            let output = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                tokio::process::Command::new(e2e::workspace_binary(binary))
+                    .env("CASSANDRA_NODES", e2e::closed_port().await.to_string())
+                    .env("TIMELINE_ADDR", "127.0.0.1:0")
+                    .env("TIMELINE_WORKER_ADDR", "127.0.0.1:0")
+                    .env(variable, value)
+                    .output(),
+            )
+            .await
+            .expect("the binary exits by itself")
+            .expect("run the binary");
+            assert!(
+                !output.status.success(),
+                "{binary}: {variable}={value} is refused"
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains(mentions),
+                "{binary}: {variable}={value}: the message names {mentions}: {stderr}"
+            );
+        }
+    }
+}

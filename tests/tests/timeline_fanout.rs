@@ -283,6 +283,182 @@ async fn follow_backfills_recent_posts_and_unfollow_removes_them() {
     app.deployment.delete_stream().await;
 }
 
+/// A post retried with its `Idempotency-Key` (after an attempt the client
+/// gave up on, and again after one that succeeded, and by concurrent
+/// duplicates) exists once: once among the author's posts, once in every
+/// follower's timeline. Another post with the same key is refused.
+#[tokio::test]
+async fn a_post_retried_with_its_idempotency_key_exists_once_everywhere() {
+    let app = TimelineApp::spawn(&[]).await;
+    let worker = app.spawn_worker(&[]).await;
+    let author = unique_user("author");
+    let followers: Vec<String> = (0..3).map(|i| unique_user(&format!("f{i}"))).collect();
+    for follower in &followers {
+        app.follow(follower, &author).await;
+    }
+    wait_drained(&app.deployment, CONVERGENCE).await;
+    let key = format!("post-{}", Uuid::new_v4().simple());
+    let send = |content: &'static str, timeout: std::time::Duration| {
+        app.client
+            .post(app.url("/v1/posts"))
+            .header("Idempotency-Key", key.as_str())
+            .timeout(timeout)
+            .json(&serde_json::json!({"author_id": author, "content": content}))
+            .send()
+    };
+
+    // The client gives up on the first attempt before any answer can come.
+    let _ = send("only once", std::time::Duration::from_millis(1)).await;
+    let retried = send("only once", CONVERGENCE).await.expect("retry");
+    assert_eq!(retried.status(), 202);
+    let post: timeline::api::PostView = retried.json().await.expect("post");
+    let duplicates =
+        futures::future::join_all((0..8).map(|_| send("only once", CONVERGENCE))).await;
+    for duplicate in duplicates {
+        let duplicate = duplicate.expect("duplicate");
+        assert_eq!(duplicate.status(), 202);
+        assert_eq!(duplicate.headers()["idempotent-replayed"], "true");
+        let body: timeline::api::PostView = duplicate.json().await.expect("post");
+        assert_eq!(body.id, post.id, "the original post is answered");
+    }
+    let other = send("something else", CONVERGENCE)
+        .await
+        .expect("other body");
+    let problem = e2e::expect_problem(other, 422).await;
+    assert_eq!(problem["type"], "/problems/idempotency-key-reused");
+
+    assert_eq!(
+        app.user_post_ids(&author, 100).await,
+        vec![post.id],
+        "one post"
+    );
+    wait_drained(&app.deployment, CONVERGENCE).await;
+    for follower in &followers {
+        eventually(
+            "the post in the follower's timeline",
+            CONVERGENCE,
+            || async {
+                let ids = app.timeline_ids(follower, 100).await;
+                (ids == vec![post.id]).then_some(())
+            },
+        )
+        .await;
+    }
+    let bad_key = app
+        .client
+        .post(app.url("/v1/posts"))
+        .header("Idempotency-Key", "")
+        .json(&serde_json::json!({"author_id": author, "content": "x"}))
+        .send()
+        .await
+        .expect("bad key");
+    assert_eq!(
+        e2e::expect_problem(bad_key, 422).await["field"],
+        "Idempotency-Key"
+    );
+    assert_eq!(
+        app.user_post_ids(&author, 100).await,
+        vec![post.id],
+        "still one post"
+    );
+    worker.stop().await;
+    app.deployment.delete_stream().await;
+}
+
+/// An unfollow is immediate for reads: the reader's pages leave the author out
+/// at once, before the clean-up ran, and also after a late chunk writes one of
+/// the author's posts into the timeline again.
+#[tokio::test]
+async fn after_an_unfollow_no_page_shows_the_author_not_even_a_late_chunk_row() {
+    let app = TimelineApp::spawn(&["--backfill-posts", "2"]).await;
+    let worker = app.spawn_worker(&[]).await;
+    let writer = unique_user("writer");
+    let reader = unique_user("reader");
+    let other = unique_user("other");
+    for i in 0..3 {
+        app.post(&writer, &format!("before the follow {i}")).await;
+    }
+    app.follow(&reader, &writer).await;
+    app.follow(&reader, &other).await;
+    let kept = app.post(&other, "still followed").await.id;
+    let late = app.post(&writer, "after the follow").await;
+    eventually("the fan-out", CONVERGENCE, || async {
+        let ids = app.timeline_ids(&reader, 100).await;
+        (ids.len() == 4 && ids.contains(&late.id) && ids.contains(&kept)).then_some(())
+    })
+    .await;
+    worker.stop().await; // no clean-up runs: only the read filter is at work
+
+    app.unfollow(&reader, &writer).await;
+    assert_eq!(
+        app.timeline_ids(&reader, 100).await,
+        vec![kept],
+        "the unfollowed author is gone at once"
+    );
+    // A chunk message processed after the unfollow writes the row again.
+    let store = app.store().await;
+    let late_record = store
+        .post(PostId::from_uuid(late.id).expect("a timeuuid"))
+        .await
+        .expect("read the post")
+        .expect("the post exists");
+    store
+        .write_timeline_row(
+            &timeline::domain::UserId::parse(&reader).expect("id"),
+            &late_record,
+        )
+        .await
+        .expect("a late row");
+    for limit in [1, 2, 100] {
+        assert_eq!(
+            app.timeline_ids(&reader, limit).await,
+            vec![kept],
+            "pages of {limit} leave the unfollowed author out"
+        );
+    }
+    app.deployment.delete_stream().await;
+}
+
+/// Unfollowing someone not followed (or oneself) costs nothing: no write, no
+/// fan-out message.
+#[tokio::test]
+async fn unfollowing_someone_not_followed_enqueues_nothing() {
+    let app = TimelineApp::spawn(&[]).await;
+    let ann = unique_user("ann");
+    let bob = unique_user("bob");
+    let client = async_nats::connect(&app.deployment.nats_url)
+        .await
+        .expect("NATS");
+    let jetstream = async_nats::jetstream::new(client);
+    let messages = || async {
+        let mut stream = jetstream.get_stream(&app.deployment.stream).await.ok()?;
+        Some(stream.info().await.ok()?.state.messages)
+    };
+    // The API creates its stream once NATS answers; follow once to see a message land.
+    app.follow(&ann, &bob).await;
+    let before = eventually("the follow message", CONVERGENCE, || async {
+        messages().await.filter(|count| *count == 1)
+    })
+    .await;
+
+    let carol = unique_user("carol");
+    app.unfollow(&ann, &carol).await;
+    app.unfollow(&carol, &ann).await;
+    let own = app
+        .client
+        .delete(app.url(&format!("/v1/users/{ann}/following/{ann}")))
+        .send()
+        .await
+        .expect("self-unfollow");
+    e2e::expect_problem(own, 422).await;
+    assert_eq!(messages().await, Some(before), "nothing was enqueued");
+
+    // A real unfollow is one message.
+    app.unfollow(&ann, &bob).await;
+    assert_eq!(messages().await, Some(before + 1));
+    app.deployment.delete_stream().await;
+}
+
 #[tokio::test]
 async fn cursors_walk_a_long_timeline_across_buckets_without_gaps_or_repeats() {
     let deployment = Deployment::new(&["--bucket-seconds", "1"]).await;

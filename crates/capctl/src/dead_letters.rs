@@ -481,6 +481,7 @@ mod tests {
                 follower: user.clone(),
                 followee: user,
                 event_id: Uuid::now_v7(),
+                since: None,
             },
         ];
         let kinds: Vec<&str> = messages.iter().map(FanoutMessage::kind).collect();

@@ -3,7 +3,7 @@
 //! OpenAPI document is generated from these annotations.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::cursor;
-use crate::domain::{Content, PageLimit, PostId, ReadConsistency, UserId};
+use crate::domain::{Content, Invalid, PageLimit, PostId, ReadConsistency, UserId};
 use crate::error::Error;
 use crate::messages::{FanoutMessage, PostPayload};
-use crate::store::{Edge, Position, PostRecord};
+use crate::store::{Edge, KeyClaim, Position, PostRecord, TimelineSlice};
 
 /// The response header that echoes the consistency level a timeline was read at.
 pub const READ_CONSISTENCY_HEADER: &str = "read-consistency";
@@ -154,7 +154,10 @@ async fn follow_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Stop following `target` (idempotent). Their posts leave the timeline asynchronously.
+/// Stop following `target` (idempotent). Their posts leave the timeline at
+/// once for reads (pages are filtered against the reader's follows); the rows
+/// themselves are removed asynchronously. Unfollowing someone not followed
+/// changes nothing.
 #[utoipa::path(
     delete,
     path = "/v1/users/{id}/following/{target}",
@@ -163,6 +166,7 @@ async fn follow_user(
     responses(
         (status = 204, description = "Not following"),
         (status = 400, description = "Malformed user id", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Self-unfollow", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -171,11 +175,21 @@ async fn unfollow_user(
     Path((id, target)): Path<(String, String)>,
 ) -> Result<StatusCode, Error> {
     let (id, target) = (user(&id)?, user(&target)?);
+    if id == target {
+        return Err(Error::Validation(Invalid(
+            "a user cannot unfollow themselves".into(),
+        )));
+    }
     let store = state.store.get()?;
+    // Nothing to undo: no write, no fan-out work.
+    let Some(since) = store.follow_since(&id, &target).await? else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
     let entry = state.publisher.outbox_entry(FanoutMessage::Unfollow {
         follower: id.clone(),
         followee: target.clone(),
         event_id: Uuid::now_v7(),
+        since: Some(since),
     });
     store.unfollow(&id, &target, &entry).await?;
     state.publisher.publish_and_clear(store, &entry).await;
@@ -255,44 +269,86 @@ async fn list_followers(
 
 /// Store a post durably (QUORUM) and enqueue its fan-out. The author sees it
 /// in their own timeline as soon as this answers; followers eventually.
+///
+/// With an `Idempotency-Key` (scoped to the author), a retry of the same post
+/// answers the original `202` body with `Idempotent-Replayed: true` and makes
+/// no second post, even when the first attempt failed half-way: the retry
+/// writes the same post (same id) again, which changes nothing that landed.
+/// The same key with another content is `422`.
 #[utoipa::path(
     post,
     path = "/v1/posts",
     tag = "posts",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body → same post")),
     request_body = NewPost,
     responses(
-        (status = 202, description = "Stored; fan-out enqueued", body = PostView),
+        (status = 202, description = "Stored; fan-out enqueued", body = PostView,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replay"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad author id, empty or oversized content, unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad author id, empty or oversized content, unknown field, invalid Idempotency-Key, or the key reused with another post", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn create_post(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Json(body): Json<NewPost>,
-) -> Result<(StatusCode, Json<PostView>), Error> {
+) -> Result<Response, Error> {
+    let key = service_kit::idempotency::key(&headers).map_err(Error::InvalidIdempotencyKey)?;
     let author = UserId::parse(&body.author_id).map_err(Error::Validation)?;
-    let content = Content::parse(body.content).map_err(Error::Validation)?;
+    let content = Content::parse(body.content)
+        .map_err(Error::Validation)?
+        .into_inner();
     let store = state.store.get()?;
-    let id = PostId::generate();
+    let mut id = PostId::generate();
+    let mut replayed = false;
+    if let Some(key) = key {
+        match store
+            .claim_post_key(&author, key, id, &content, state.post_key_retention)
+            .await?
+        {
+            KeyClaim::Ours => {}
+            KeyClaim::Earlier {
+                post_id,
+                content: original,
+            } if original == content => {
+                id = post_id;
+                replayed = true;
+            }
+            KeyClaim::Earlier { .. } => return Err(Error::IdempotencyKeyReused),
+        }
+    }
     let post = PostRecord {
         id,
         author_id: author.as_str().to_owned(),
-        content: content.into_inner(),
+        content,
         created_at: id.created_at(),
     };
-    let entry = state.publisher.outbox_entry(FanoutMessage::Post {
-        post: PostPayload {
-            id,
-            author_id: author,
-            content: post.content.clone(),
-            created_at: post.created_at,
-        },
-    });
-    store.create_post(&post, &entry).await?;
-    metrics::counter!("timeline_posts_accepted_total").increment(1);
-    state.publisher.publish_and_clear(store, &entry).await;
-    Ok((StatusCode::ACCEPTED, Json(post.into())))
+    // A replay whose post landed is answered from it; one whose first attempt
+    // never finished writes the same post again (every write is an upsert by id).
+    if !(replayed && store.post(id).await?.is_some()) {
+        let entry = state.publisher.outbox_entry(FanoutMessage::Post {
+            post: PostPayload {
+                id,
+                author_id: author,
+                content: post.content.clone(),
+                created_at: post.created_at,
+            },
+        });
+        store.create_post(&post, &entry).await?;
+        if !replayed {
+            metrics::counter!("timeline_posts_accepted_total").increment(1);
+        }
+        state.publisher.publish_and_clear(store, &entry).await;
+    }
+    let mut response = (StatusCode::ACCEPTED, Json(PostView::from(post))).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            service_kit::idempotency::REPLAYED,
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }
 
 /// Read one post.
@@ -388,7 +444,7 @@ async fn read_timeline(
         .unwrap_or(Position::Newest);
     let store = state.store.get()?;
     // One more than asked tells whether a next page exists.
-    let mut items = store
+    let TimelineSlice { mut items, resume } = store
         .timeline(&reader, position, limit.get() + 1, consistency)
         .await?;
     let next_cursor = if items.len() > limit.get() {
@@ -398,7 +454,12 @@ async fn read_timeline(
             cursor::timeline(&reader, bucket, last.id)
         })
     } else {
-        None
+        match resume {
+            Some(Position::Before { bucket, post_id }) => {
+                Some(cursor::timeline(&reader, bucket, post_id))
+            }
+            _ => None,
+        }
     };
     let page = PostPage {
         items: items.into_iter().map(PostView::from).collect(),

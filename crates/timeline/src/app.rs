@@ -121,6 +121,8 @@ impl ReadinessCheck for StoreCheck {
 pub struct AppState {
     pub store: StoreSlot,
     pub publisher: FanoutPublisher,
+    /// How long an `Idempotency-Key` of `POST /v1/posts` is remembered.
+    pub post_key_retention: Duration,
 }
 
 /// A built service: bound listener, assembled router, background tasks started.
@@ -138,6 +140,10 @@ impl Application {
     /// Binds the listener and assembles the router; starts the store set-up
     /// and the outbox relay in the background. Never waits for a store.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config
+            .cassandra
+            .validate(&config.http)
+            .map_err(anyhow::Error::msg)?;
         let nats = connect_nats(&config.stream.nats_url).await?;
         let publisher = FanoutPublisher::new(nats.clone(), config.stream.clone());
         let store = StoreSlot::default();
@@ -162,6 +168,7 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             publisher,
+            post_key_retention: Duration::from_secs(config.post_idempotency_retention_hours * 3600),
         };
         let (api, openapi) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
             .merge(api::router())

@@ -19,6 +19,10 @@ pub struct Config {
     #[arg(long, env = "TIMELINE_ADDR", default_value = "127.0.0.1:8082")]
     pub addr: SocketAddr,
 
+    /// How long an `Idempotency-Key` of `POST /v1/posts` is remembered, in hours.
+    #[arg(long, env = "POST_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=24 * 30))]
+    pub post_idempotency_retention_hours: u64,
+
     #[command(flatten)]
     pub cassandra: CassandraConfig,
 
@@ -88,6 +92,32 @@ pub struct CassandraConfig {
     /// Replication factor of the keyspace when it is created (1 locally, 3 in a cluster).
     #[arg(long, env = "CASSANDRA_REPLICATION_FACTOR", default_value_t = 1)]
     pub cassandra_replication_factor: u16,
+
+    /// Longest a statement may take, retries included, before it fails as unavailable,
+    /// in milliseconds. Must stay below `HTTP_REQUEST_TIMEOUT_SECS`.
+    #[arg(long, env = "CASSANDRA_REQUEST_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cassandra_request_timeout_ms: u64,
+}
+
+impl CassandraConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.cassandra_request_timeout_ms)
+    }
+
+    /// Checks what a single flag cannot: a statement gives up before the HTTP
+    /// layer abandons the request that issued it, so the client gets the
+    /// service's own `503` (with `Retry-After`) and the driver stops retrying
+    /// a write whose request is already over.
+    pub fn validate(&self, http: &HttpConfig) -> Result<(), String> {
+        if self.request_timeout() < http.request_timeout() {
+            Ok(())
+        } else {
+            Err(format!(
+                "CASSANDRA_REQUEST_TIMEOUT_MS ({}) must stay below HTTP_REQUEST_TIMEOUT_SECS ({} s)",
+                self.cassandra_request_timeout_ms, http.request_timeout_secs
+            ))
+        }
+    }
 }
 
 /// The JetStream stream that carries fan-out work.
@@ -121,6 +151,12 @@ pub struct StreamConfig {
     /// At most this many dead letters are kept; the oldest go first.
     #[arg(long, env = "DEAD_LETTER_MAX_MSGS", default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(1..))]
     pub dead_letter_max_msgs: i64,
+
+    /// Copies JetStream keeps of the work and dead-letter streams: 1 on a single server,
+    /// 3 in a three-server cluster (a quorum of 2 then acknowledges every publish).
+    /// An existing stream is scaled to this count.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_stream_replicas: u8,
 }
 
 impl StreamConfig {
@@ -147,8 +183,11 @@ pub struct FeedConfig {
     #[arg(long, env = "TIMELINE_BUCKET_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub bucket_seconds: u64,
 
-    /// Timeline rows expire this many days after the post was made.
-    #[arg(long, env = "TIMELINE_TTL_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=7300))]
+    /// Timeline rows expire this many days after the post was made: 1 to 7300
+    /// (Cassandra's TTL limit, 20 years). Cassandra before 5.0, and 5.0 in its
+    /// default storage compatibility mode, also refuse a row that would expire
+    /// after 2038-01-19, whatever its TTL.
+    #[arg(long, env = "TIMELINE_TTL_DAYS", default_value_t = 30, value_parser = parse_ttl_days)]
     pub ttl_days: u64,
 
     /// Authors with more followers than this are not fanned out; their posts are merged at read time.
@@ -168,6 +207,27 @@ pub struct FeedConfig {
 impl FeedConfig {
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.ttl_days * 86_400)
+    }
+}
+
+/// The longest TTL Cassandra accepts on a write, in seconds (20 years); a
+/// longer one fails the write.
+pub const MAX_TTL_SECONDS: u64 = 630_720_000;
+
+/// The longest `TIMELINE_TTL_DAYS`: whole days within [`MAX_TTL_SECONDS`].
+pub const MAX_TTL_DAYS: u64 = MAX_TTL_SECONDS / 86_400;
+
+fn parse_ttl_days(raw: &str) -> Result<u64, String> {
+    let days: u64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a whole number of days"))?;
+    if (1..=MAX_TTL_DAYS).contains(&days) {
+        Ok(days)
+    } else {
+        Err(format!(
+            "TIMELINE_TTL_DAYS must be 1 to {MAX_TTL_DAYS} days: Cassandra refuses \
+             a TTL above {MAX_TTL_SECONDS} seconds (20 years)"
+        ))
     }
 }
 
@@ -270,6 +330,60 @@ mod tests {
             Duration::from_secs(7 * 86_400)
         );
         assert_eq!(config.feed.bucket_seconds, 86_400);
+    }
+
+    #[test]
+    fn the_ttl_stays_within_cassandras_limit() {
+        assert_eq!(MAX_TTL_DAYS, 7300);
+        let longest = Config::try_parse_from(["timeline", "--ttl-days", "7300"]).expect("20 years");
+        assert_eq!(longest.feed.ttl(), Duration::from_secs(MAX_TTL_SECONDS));
+        for refused in ["7301", "0", "36500", "-1", "thirty"] {
+            let error =
+                Config::try_parse_from(["timeline".to_owned(), format!("--ttl-days={refused}")])
+                    .expect_err(refused)
+                    .to_string();
+            assert!(error.contains("--ttl-days"), "{error}");
+        }
+        let error = Config::try_parse_from(["timeline", "--ttl-days", "7301"])
+            .expect_err("over 20 years")
+            .to_string();
+        assert!(
+            error.contains("TIMELINE_TTL_DAYS must be 1 to 7300 days")
+                && error.contains("630720000 seconds"),
+            "{error}"
+        );
+        let worker = WorkerConfig::try_parse_from(["timeline-worker", "--ttl-days", "7301"]);
+        assert!(worker.is_err());
+    }
+
+    #[test]
+    fn the_cassandra_timeout_stays_below_the_http_timeout() {
+        let config = Config::parse_from(["timeline"]);
+        assert_eq!(config.cassandra.request_timeout(), Duration::from_secs(5));
+        assert_eq!(config.cassandra.validate(&config.http), Ok(()));
+        for (cassandra_ms, http_secs) in [("10000", "10"), ("30000", "10"), ("5000", "5")] {
+            let config = Config::parse_from([
+                "timeline",
+                "--cassandra-request-timeout-ms",
+                cassandra_ms,
+                "--request-timeout-secs",
+                http_secs,
+            ]);
+            let error = config
+                .cassandra
+                .validate(&config.http)
+                .expect_err("not below the HTTP timeout");
+            assert!(
+                error.contains("CASSANDRA_REQUEST_TIMEOUT_MS")
+                    && error.contains("HTTP_REQUEST_TIMEOUT_SECS"),
+                "{error}"
+            );
+        }
+        let config = Config::parse_from(["timeline", "--cassandra-request-timeout-ms", "9999"]);
+        assert_eq!(config.cassandra.validate(&config.http), Ok(()));
+        assert!(
+            Config::try_parse_from(["timeline", "--cassandra-request-timeout-ms", "0"]).is_err()
+        );
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub enum Error {
     Validation(Invalid),
     #[error("a user cannot follow themselves")]
     SelfFollow,
+    /// The `Idempotency-Key` header is malformed.
+    #[error("invalid Idempotency-Key: {0}")]
+    InvalidIdempotencyKey(service_kit::validate::Invalid),
+    /// The `Idempotency-Key` was used by the same author with another post.
+    #[error("Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
     #[error("{0}")]
     NotFound(String),
     /// The store is not connected or migrated yet, or cannot serve right now.
@@ -49,6 +55,19 @@ impl IntoResponse for Error {
                 "Self-Follow",
             )
             .with_detail("a user cannot follow themselves"),
+            Self::InvalidIdempotencyKey(invalid) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-idempotency-key",
+                "Invalid Idempotency Key",
+            )
+            .with_detail(invalid.message)
+            .with_extension("field", invalid.field),
+            Self::IdempotencyKeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency Key Reused",
+            )
+            .with_detail("this Idempotency-Key was used with a different post by the same author"),
             Self::NotFound(detail) => Problem::not_found(detail),
             Self::Unavailable => Problem::unavailable("the timeline store is not available", 1),
             Self::Store(error) if error.is_unavailable() => {
@@ -58,5 +77,49 @@ impl IntoResponse for Error {
             Self::Store(error) => Problem::internal(&*error),
         };
         problem.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::header;
+    use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+    use scylla::statement::Consistency;
+
+    use super::*;
+
+    fn store_error(db: DbError) -> ExecutionError {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, "driver text".into()))
+    }
+
+    #[test]
+    fn a_refused_paging_state_is_a_bad_cursor() {
+        let error = Error::from(StoreError::BadPagingState(Box::new(store_error(
+            DbError::ProtocolError,
+        ))));
+        assert!(matches!(&error, Error::BadParameter(_)));
+        assert_eq!(error.into_response().status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn an_unavailable_store_is_a_503_to_retry() {
+        let error = Error::from(StoreError::from(store_error(DbError::Unavailable {
+            consistency: Consistency::Quorum,
+            required: 2,
+            alive: 1,
+        })));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn any_other_store_error_is_an_opaque_500() {
+        let error = Error::from(StoreError::from(store_error(DbError::ServerError)));
+        assert!(matches!(&error, Error::Store(_)));
+        assert_eq!(
+            error.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

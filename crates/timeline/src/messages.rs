@@ -78,6 +78,11 @@ pub enum FanoutMessage {
         follower: UserId,
         followee: UserId,
         event_id: Uuid,
+        /// When the follow being undone was made: rows of the followee's
+        /// posts can only exist from shortly before then (the backfill).
+        /// Absent in messages from older builds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<DateTime<Utc>>,
     },
 }
 

@@ -7,9 +7,9 @@
 //! node. A recorded version whose file changed since is an error: applied
 //! migrations are immutable, changes go into a new file.
 //!
-//! Every statement is `IF NOT EXISTS`, so two processes migrating at once (an
-//! API and a worker starting together) both succeed; the version row is an
-//! idempotent upsert.
+//! Every statement is idempotent (`IF NOT EXISTS`, `IF EXISTS`, or an `ALTER`
+//! setting options), so two processes migrating at once (an API and a worker
+//! starting together) both succeed; the version row is an idempotent upsert.
 
 use std::collections::HashMap;
 
@@ -37,6 +37,16 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "0002_outbox_buckets.cql",
         cql: include_str!("../../../migrations/cassandra/0002_outbox_buckets.cql"),
+    },
+    Migration {
+        version: 3,
+        name: "0003_timeline_time_windows.cql",
+        cql: include_str!("../../../migrations/cassandra/0003_timeline_time_windows.cql"),
+    },
+    Migration {
+        version: 4,
+        name: "0004_post_idempotency.cql",
+        cql: include_str!("../../../migrations/cassandra/0004_post_idempotency.cql"),
     },
 ];
 

@@ -79,9 +79,15 @@ impl FanoutPublisher {
 
     /// Creates the work stream (work-queue retention, file storage) and the
     /// dead-letter stream (limits retention: bounded by age and count) if
-    /// they do not exist. A work stream made by an older build, which also
-    /// kept the dead letters, gives those subjects up first.
+    /// they do not exist, each with `NATS_STREAM_REPLICAS` copies. A work
+    /// stream made by an older build, which also kept the dead letters, gives
+    /// those subjects up first. A stream with another replica count is scaled
+    /// to this one in a JetStream cluster; if the cluster refuses (too few
+    /// servers up), it keeps its count and a warning says so. A single server
+    /// is never asked: it would accept the change and then fail to load the
+    /// stream at its next start, so a warning is all it gets.
     pub async fn ensure_stream(&self) -> Result<stream::Stream, async_nats::Error> {
+        let replicas = usize::from(self.config.nats_stream_replicas);
         let work_subjects = vec![self.subjects.all_work()];
         let mut stream = self
             .jetstream
@@ -90,25 +96,29 @@ impl FanoutPublisher {
                 subjects: work_subjects.clone(),
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             })
             .await?;
-        let config = stream.info().await?.config.clone();
-        if config.subjects != work_subjects {
-            self.jetstream
+        let mut work_info = stream.info().await?.clone();
+        if work_info.config.subjects != work_subjects {
+            work_info = self
+                .jetstream
                 .update_stream(stream::Config {
                     subjects: work_subjects,
-                    ..config
+                    ..work_info.config
                 })
                 .await?;
         }
-        self.jetstream
+        let dead_letters = self
+            .jetstream
             .get_or_create_stream(stream::Config {
                 name: self.config.dead_letter_stream(),
                 subjects: vec![self.subjects.all_dead()],
                 retention: stream::RetentionPolicy::Limits,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 max_age: self.config.dead_letter_max_age(),
                 max_messages: self.config.dead_letter_max_msgs,
                 discard: stream::DiscardPolicy::Old,
@@ -116,6 +126,42 @@ impl FanoutPublisher {
                 ..Default::default()
             })
             .await?;
+        for info in [work_info, dead_letters.cached_info().clone()] {
+            let current = info.config.num_replicas;
+            if current == replicas {
+                continue;
+            }
+            let name = info.config.name.clone();
+            let clustered = info
+                .cluster
+                .as_ref()
+                .and_then(|cluster| cluster.name.as_deref())
+                .is_some_and(|cluster| !cluster.is_empty());
+            if !clustered {
+                tracing::warn!(
+                    stream = %name, current, wanted = replicas,
+                    "a single NATS server keeps one copy; the stream keeps its replica count"
+                );
+                continue;
+            }
+            match self
+                .jetstream
+                .update_stream(stream::Config {
+                    num_replicas: replicas,
+                    ..info.config
+                })
+                .await
+            {
+                Ok(_) => tracing::info!(
+                    stream = %name, from = current, to = replicas,
+                    "stream replicas changed"
+                ),
+                Err(error) => tracing::warn!(
+                    %error, stream = %name, current, wanted = replicas,
+                    "stream keeps its replica count"
+                ),
+            }
+        }
         Ok(stream)
     }
 

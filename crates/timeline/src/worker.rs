@@ -58,7 +58,7 @@ use anyhow::Context;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer};
 use axum::Router;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use service_kit::health::{NatsJetStreamCheck, Readiness};
 use service_kit::http::{Essentials, service_router};
@@ -154,6 +154,10 @@ pub struct WorkerApp {
 
 impl WorkerApp {
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
+        config
+            .cassandra
+            .validate(&config.http)
+            .map_err(anyhow::Error::msg)?;
         let nats = connect_nats(&config.stream.nats_url).await?;
         let publisher = FanoutPublisher::new(nats.clone(), config.stream.clone());
         let store = StoreSlot::default();
@@ -506,8 +510,11 @@ impl Worker {
                 follower, followee, ..
             } => self.backfill(&follower, &followee).await,
             FanoutMessage::Unfollow {
-                follower, followee, ..
-            } => self.remove_followee(&follower, &followee).await,
+                follower,
+                followee,
+                since,
+                ..
+            } => self.remove_followee(&follower, &followee, since).await,
         }
     }
 
@@ -610,7 +617,16 @@ impl Worker {
         Ok(())
     }
 
-    async fn remove_followee(&self, follower: &UserId, followee: &UserId) -> Result<(), Failure> {
+    /// Clean-up after an unfollow (reads already leave the followee out):
+    /// deletes only rows that can exist, the followee's posts since the follow
+    /// was made and the backfilled ones just before it, so an unfollow never
+    /// writes tombstones for rows that were never there.
+    async fn remove_followee(
+        &self,
+        follower: &UserId,
+        followee: &UserId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), Failure> {
         if self.store.is_following(follower, followee).await? {
             return Ok(()); // followed again since
         }
@@ -618,7 +634,16 @@ impl Worker {
             .store
             .recent_posts(followee, UNFOLLOW_REMOVE_LIMIT)
             .await?;
-        futures::stream::iter(posts)
+        let backfill = self.config.feed.backfill_posts;
+        let (after, before): (Vec<_>, Vec<_>) = posts
+            .into_iter()
+            .partition(|post| since.is_some_and(|since| post.created_at >= since));
+        let removable: Vec<PostRecord> = after
+            .into_iter()
+            .chain(before.into_iter().take(backfill))
+            .collect();
+        metrics::counter!("timeline_unfollow_rows_removed_total").increment(removable.len() as u64);
+        futures::stream::iter(removable)
             .map(|post| {
                 let (store, follower) = (self.store.clone(), follower.clone());
                 async move { store.delete_timeline_row(&follower, &post).await }

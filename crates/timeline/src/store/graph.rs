@@ -120,6 +120,16 @@ impl TimelineStore {
     }
 
     pub async fn is_following(&self, user: &UserId, target: &UserId) -> Result<bool, StoreError> {
+        Ok(self.follow_since(user, target).await?.is_some())
+    }
+
+    /// When `user` started following `target`, read at QUORUM (so a follow or
+    /// unfollow the API acknowledged is seen); `None` when not following.
+    pub async fn follow_since(
+        &self,
+        user: &UserId,
+        target: &UserId,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let mut statement = self.statements.select_is_following.clone();
         statement.set_consistency(Consistency::Quorum);
         let result = self
@@ -128,7 +138,43 @@ impl TimelineStore {
             .await?
             .into_rows_result()
             .map_err(rows_error)?;
-        Ok(result.rows_num() > 0)
+        let row = result
+            .maybe_first_row::<(Option<DateTime<Utc>>,)>()
+            .map_err(rows_error)?;
+        Ok(row.map(|(since,)| since.unwrap_or_default()))
+    }
+
+    /// Which of `authors` `user` follows now: one `IN` query, at QUORUM (the
+    /// reader's own follows and unfollows are seen at once), falling back to
+    /// ONE when no quorum answers.
+    pub async fn followed_among(
+        &self,
+        user: &UserId,
+        authors: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if authors.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let read = |level| async move {
+            let statement = with_consistency(&self.statements.select_following_among, level);
+            let rows = self
+                .session
+                .execute_unpaged(&statement, (user.as_str(), authors))
+                .await?
+                .into_rows_result()
+                .map_err(rows_error)?;
+            rows.rows::<(String,)>()
+                .map_err(rows_error)?
+                .map(|row| row.map(|(id,)| id).map_err(rows_error))
+                .collect::<Result<std::collections::HashSet<_>, StoreError>>()
+        };
+        match read(Consistency::Quorum).await {
+            Err(error) if error.is_unavailable() => {
+                tracing::debug!(%error, "follows read at ONE: no quorum");
+                read(Consistency::One).await
+            }
+            result => result,
+        }
     }
 
     pub async fn is_celebrity(&self, author: &UserId) -> Result<bool, StoreError> {

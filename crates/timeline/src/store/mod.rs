@@ -20,6 +20,9 @@ mod posts;
 mod statements;
 mod timeline;
 
+pub use posts::KeyClaim;
+pub use timeline::TimelineSlice;
+
 use outbox::{outbox_values, watermark_floor_values};
 use statements::Statements;
 
@@ -27,18 +30,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::future::try_join_all;
 use scylla::DeserializeRow;
+use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::{ExecutionError, RequestAttemptError};
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimeuuid;
 
-use crate::config::{CassandraConfig, FeedConfig};
+use crate::config::{CassandraConfig, FeedConfig, MAX_TTL_SECONDS};
 use crate::domain::{Bucketing, PostId, ReadConsistency, UserId};
 use crate::migrate;
 
@@ -82,8 +86,10 @@ pub enum StoreError {
     Execute(Box<ExecutionError>),
     #[error("reading rows: {0}")]
     Rows(String),
-    /// The cluster refused a query that resumed from a client's cursor: the
-    /// cursor's paging state was tampered with (or is from another schema).
+    /// The cluster rejected, as a malformed or invalid request, a query that
+    /// resumed from a client's cursor: the cursor's paging state was tampered
+    /// with (or is from another schema). Any other failure of such a query is
+    /// the cluster's, and stays an [`StoreError::Execute`].
     #[error("the cluster refused a paging state from a cursor: {0}")]
     BadPagingState(Box<ExecutionError>),
 }
@@ -118,7 +124,6 @@ impl StoreError {
 }
 
 fn error_is_unavailable(error: &ExecutionError) -> bool {
-    use scylla::errors::DbError;
     match error {
         ExecutionError::ConnectionPoolError(_)
         | ExecutionError::RequestTimeout(_)
@@ -141,25 +146,37 @@ fn error_is_unavailable(error: &ExecutionError) -> bool {
 }
 
 /// The error of a query that resumed from `client_state` (a paging state a
-/// client sent back in a cursor): the cluster refusing it is the client's
-/// fault, unless the cluster is merely unavailable.
+/// client sent back in a cursor).
+///
+/// Only a rejection of the request itself is the client's fault: the
+/// coordinator answers a paging state it cannot decode with a protocol error
+/// ("Invalid value for the paging state"), or with an invalid-request error.
+/// Everything else — a replica timing out or unavailable, a read failure, a
+/// server error — would have failed the first page just the same, and stays a
+/// store error (`503` or `500`), never a bad cursor.
 ///
 /// Cursors are not signed: the paging state only moves within the partition
 /// the query names, which the path already picked and anyone may read, so a
 /// forged one can reach nothing a genuine one could not. It only has to be
 /// told apart from a server fault.
 fn resumed_query_error(error: ExecutionError, client_state: bool) -> StoreError {
-    let refused = matches!(
-        error,
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(..))
-    );
-    let error = StoreError::from(error);
-    match error {
-        StoreError::Execute(inner) if client_state && refused && !error_is_unavailable(&inner) => {
-            StoreError::BadPagingState(inner)
-        }
-        other => other,
+    if client_state && rejects_the_request(&error) {
+        StoreError::BadPagingState(Box::new(error))
+    } else {
+        StoreError::from(error)
     }
+}
+
+/// Whether the cluster refused the request as malformed or invalid (as
+/// opposed to failing to serve it).
+fn rejects_the_request(error: &ExecutionError) -> bool {
+    matches!(
+        error,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::ProtocolError | DbError::Invalid,
+            _
+        ))
+    )
 }
 
 fn rows_error(error: impl std::fmt::Display) -> StoreError {
@@ -305,11 +322,7 @@ impl TimelineStore {
         cassandra: &CassandraConfig,
         feed: &FeedConfig,
     ) -> Result<Self, StoreError> {
-        let session = SessionBuilder::new()
-            .known_nodes(&cassandra.cassandra_nodes)
-            .connection_timeout(Duration::from_secs(3))
-            .build()
-            .await?;
+        let session = session_builder(cassandra).build().await?;
         migrate::run(
             &session,
             &cassandra.cassandra_keyspace,
@@ -352,10 +365,9 @@ impl TimelineStore {
         (ttl > 0).then(|| i32::try_from(ttl).unwrap_or(i32::MAX))
     }
 
-    /// The index row of a bucket outlives every row in it by one bucket width.
+    /// The TTL of the index row written with a row of TTL `row_ttl`.
     fn index_ttl(&self, row_ttl: i32) -> i32 {
-        let width = i32::try_from(self.bucketing.width_seconds()).unwrap_or(i32::MAX);
-        row_ttl.saturating_add(width)
+        index_ttl(row_ttl, self.bucketing.width_seconds())
     }
 
     /// The oldest bucket a timeline can still have rows in.
@@ -366,11 +378,43 @@ impl TimelineStore {
     }
 }
 
+/// How the session is set up.
+///
+/// - Write timestamps come from this process, not from the coordinator:
+///   each attempt of a statement takes its timestamp from one monotonic clock
+///   when the driver sends it. An attempt of an earlier request (a retry, or a
+///   mutation that reaches a replica late) can then never outrank a later
+///   request's write, whichever coordinators the two went through and however
+///   their clocks disagree: an unfollow issued after a follow returned always
+///   wins over it. Across processes, timestamps are as close as their clocks.
+/// - Every statement gives up after `CASSANDRA_REQUEST_TIMEOUT_MS`, retries
+///   included, so a stuck query ends as a `503` of the service's own, before
+///   the HTTP layer abandons the request.
+fn session_builder(cassandra: &CassandraConfig) -> SessionBuilder {
+    let profile = ExecutionProfile::builder()
+        .request_timeout(Some(cassandra.request_timeout()))
+        .build();
+    SessionBuilder::new()
+        .known_nodes(&cassandra.cassandra_nodes)
+        .connection_timeout(Duration::from_secs(3))
+        .default_execution_profile_handle(profile.into_handle())
+        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
+}
+
 fn next_state(response: PagingStateResponse) -> Option<Vec<u8>> {
     match response.into_paging_control_flow() {
         std::ops::ControlFlow::Continue(state) => state.as_bytes_slice().map(|b| b.to_vec()),
         std::ops::ControlFlow::Break(()) => None,
     }
+}
+
+/// The index row of a bucket outlives every row in it by one bucket width,
+/// within the cluster's TTL limit: cut to the limit, it still expires no
+/// earlier than the row written with it (whose TTL is within the limit too).
+fn index_ttl(row_ttl: i32, bucket_width_seconds: i64) -> i32 {
+    let width = i32::try_from(bucket_width_seconds).unwrap_or(i32::MAX);
+    let max = i32::try_from(MAX_TTL_SECONDS).unwrap_or(i32::MAX);
+    row_ttl.saturating_add(width).min(max)
 }
 
 /// The statement at `consistency`: a cheap clone (the prepared metadata is
@@ -379,4 +423,115 @@ fn with_consistency(statement: &PreparedStatement, consistency: Consistency) -> 
     let mut statement = statement.clone();
     statement.set_consistency(consistency);
     statement
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(db: DbError) -> ExecutionError {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            db,
+            "from the cluster".into(),
+        ))
+    }
+
+    fn read_timeout() -> DbError {
+        DbError::ReadTimeout {
+            consistency: Consistency::Quorum,
+            received: 1,
+            required: 2,
+            data_present: false,
+        }
+    }
+
+    fn unavailable() -> DbError {
+        DbError::Unavailable {
+            consistency: Consistency::Quorum,
+            required: 2,
+            alive: 1,
+        }
+    }
+
+    #[test]
+    fn only_a_rejected_request_is_a_bad_paging_state() {
+        for db in [DbError::ProtocolError, DbError::Invalid] {
+            let error = resumed_query_error(refused(db.clone()), true);
+            assert!(matches!(error, StoreError::BadPagingState(_)), "{db:?}");
+            // The same error on a first page is the service's own.
+            let error = resumed_query_error(refused(db.clone()), false);
+            assert!(matches!(error, StoreError::Execute(_)), "{db:?}");
+        }
+    }
+
+    #[test]
+    fn a_resumed_query_the_cluster_cannot_serve_stays_unavailable() {
+        let failures = [
+            refused(read_timeout()),
+            refused(unavailable()),
+            refused(DbError::Overloaded),
+            refused(DbError::IsBootstrapping),
+            ExecutionError::RequestTimeout(Duration::from_secs(5)),
+            ExecutionError::EmptyPlan,
+        ];
+        for failure in failures {
+            let error = resumed_query_error(failure, true);
+            assert!(matches!(error, StoreError::Execute(_)), "{error}");
+            assert!(error.is_unavailable(), "{error}");
+        }
+    }
+
+    #[test]
+    fn other_failures_of_a_resumed_query_are_not_the_clients() {
+        let failures = [
+            DbError::ServerError,
+            DbError::ReadFailure {
+                consistency: Consistency::One,
+                received: 0,
+                required: 1,
+                numfailures: 1,
+                data_present: false,
+            },
+            DbError::Unauthorized,
+            DbError::Other(0x1234),
+        ];
+        for db in failures {
+            let error = resumed_query_error(refused(db), true);
+            assert!(matches!(error, StoreError::Execute(_)), "{error}");
+            assert!(!error.is_unavailable(), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_index_ttl_outlives_its_row_within_the_ttl_limit() {
+        assert_eq!(index_ttl(3600, 86_400), 90_000);
+        let max = i32::try_from(MAX_TTL_SECONDS).expect("fits");
+        // The longest TTL (TIMELINE_TTL_DAYS = 7300) plus a bucket would be refused.
+        assert_eq!(index_ttl(max, 86_400), max);
+        assert_eq!(index_ttl(max - 10, 86_400), max);
+        assert_eq!(index_ttl(max, i64::MAX), max);
+    }
+
+    #[test]
+    fn the_session_stamps_writes_and_bounds_statements() {
+        use clap::Parser;
+        let config =
+            crate::Config::parse_from(["timeline", "--cassandra-request-timeout-ms", "1234"]);
+        let builder = session_builder(&config.cassandra);
+        let clock = builder
+            .config
+            .timestamp_generator
+            .expect("client-side timestamps");
+        // Strictly increasing, even within one microsecond.
+        let stamps: Vec<i64> = (0..1000).map(|_| clock.next_timestamp()).collect();
+        assert!(stamps.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(
+            builder
+                .config
+                .default_execution_profile_handle
+                .to_profile()
+                .get_request_timeout(),
+            Some(Duration::from_millis(1234))
+        );
+    }
 }

@@ -1,6 +1,18 @@
-//! Posts: writing one (with its fan-out message) and reading them back.
+//! Posts: writing one (with its fan-out message), the Idempotency-Key claims
+//! that make retries safe, and reading them back.
+
+use scylla::value::CqlValue;
 
 use super::*;
+
+/// Who holds an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// This request: go on and make the post.
+    Ours,
+    /// An earlier request, which made (or is making) `post_id` with `content`.
+    Earlier { post_id: PostId, content: String },
+}
 
 impl TimelineStore {
     /// Writes a post, its per-author row and the author's own timeline row,
@@ -39,6 +51,63 @@ impl TimelineStore {
             )
             .await?;
         Ok(())
+    }
+
+    /// Claims an `Idempotency-Key` of `author` for the post `id` with
+    /// `content`, with a lightweight transaction (Paxos at SERIAL), so two
+    /// concurrent requests with one key cannot both win. The record lives for
+    /// `retention`. Returns the claim that holds the key now: ours, or the one
+    /// an earlier request made.
+    #[tracing::instrument(skip(self, content))]
+    pub async fn claim_post_key(
+        &self,
+        author: &UserId,
+        key: &str,
+        id: PostId,
+        content: &str,
+        retention: Duration,
+    ) -> Result<KeyClaim, StoreError> {
+        let ttl = i32::try_from(retention.as_secs())
+            .unwrap_or(i32::MAX)
+            .max(1);
+        let result = self
+            .session
+            .execute_unpaged(
+                &self.statements.claim_post_key,
+                (author.as_str(), key, id.timeuuid(), content, ttl),
+            )
+            .await?
+            .into_rows_result()
+            .map_err(rows_error)?;
+        // `[applied]`, then (when not applied) the existing row's columns:
+        // look them up by name rather than trusting their order.
+        let column = |name: &str| {
+            result
+                .column_specs()
+                .iter()
+                .position(|spec| spec.name() == name)
+        };
+        let (applied, post_id, original) =
+            (column("[applied]"), column("post_id"), column("content"));
+        let row = result
+            .maybe_first_row::<scylla::value::Row>()
+            .map_err(rows_error)?
+            .ok_or_else(|| StoreError::Rows("a lightweight transaction answered no row".into()))?;
+        let value = |index: Option<usize>| index.and_then(|i| row.columns.get(i)?.clone());
+        if let Some(CqlValue::Boolean(true)) = value(applied) {
+            return Ok(KeyClaim::Ours);
+        }
+        match (value(post_id), value(original)) {
+            (Some(CqlValue::Timeuuid(post_id)), Some(CqlValue::Text(content))) => {
+                let post_id = PostId::from_uuid(post_id.into()).ok_or_else(|| {
+                    StoreError::Rows("an idempotency record holds a bad post id".into())
+                })?;
+                Ok(KeyClaim::Earlier { post_id, content })
+            }
+            _ => Err(StoreError::Rows(
+                "a lightweight transaction answered neither applied nor the existing row".into(),
+            )),
+        }
     }
 
     #[tracing::instrument(skip(self))]

@@ -1,5 +1,7 @@
 //! Every CQL statement of the store, prepared once at start-up.
 
+use scylla::statement::SerialConsistency;
+
 use super::*;
 
 /// The statements, prepared once.
@@ -15,6 +17,8 @@ pub(super) struct Statements {
     pub(super) select_celebrities: PreparedStatement,
     pub(super) select_is_celebrity: PreparedStatement,
     pub(super) select_post: PreparedStatement,
+    /// `INSERT … IF NOT EXISTS` of an Idempotency-Key record (a lightweight transaction).
+    pub(super) claim_post_key: PreparedStatement,
     pub(super) select_feed_buckets: PreparedStatement,
     pub(super) select_author_posts: PreparedStatement,
     pub(super) select_author_posts_top: PreparedStatement,
@@ -137,6 +141,15 @@ impl Statements {
                 "SELECT post_id, author_id, content, created_at FROM posts WHERE post_id = ?",
             )
             .await?,
+            claim_post_key: {
+                let mut claim = write(
+                    "INSERT INTO post_idempotency (author_id, key, post_id, content) \
+                     VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+                )
+                .await?;
+                claim.set_serial_consistency(Some(SerialConsistency::Serial));
+                claim
+            },
             select_feed_buckets: read(
                 "SELECT bucket FROM feed_buckets WHERE owner_id = ? AND feed = ? \
                  AND bucket <= ? AND bucket >= ? LIMIT ?",
@@ -172,7 +185,7 @@ impl Statements {
             select_followers: read("SELECT follower_id, since FROM followers WHERE user_id = ?")
                 .await?,
             select_is_following: read(
-                "SELECT target_id FROM following WHERE user_id = ? AND target_id = ?",
+                "SELECT since FROM following WHERE user_id = ? AND target_id = ?",
             )
             .await?,
             select_following_among: read(

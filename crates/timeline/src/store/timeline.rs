@@ -1,6 +1,28 @@
-//! Home timelines: fan-out rows, and the read that merges celebrities and the reader's own posts.
+//! Home timelines: fan-out rows, and the read that merges celebrities and the
+//! reader's own posts and leaves out authors the reader no longer follows.
+
+use futures::{StreamExt, TryStreamExt};
 
 use super::*;
+
+/// Batches of candidates one timeline read examines at most when the filter
+/// against the reader's follows removes entries; then the page ends early and
+/// says where to resume.
+pub const FILTER_ROUNDS: usize = 4;
+
+/// Followed celebrities whose posts one timeline read fetches at the same time.
+pub const CELEBRITY_READS_IN_FLIGHT: usize = 8;
+
+/// A page of a home timeline.
+#[derive(Debug)]
+pub struct TimelineSlice {
+    /// Newest first.
+    pub items: Vec<PostRecord>,
+    /// Set when the read stopped after [`FILTER_ROUNDS`] batches without
+    /// filling the page (many rows of unfollowed authors in a row): the next
+    /// page starts here.
+    pub resume: Option<Position>,
+}
 
 impl TimelineStore {
     /// Writes `post` into `user`'s timeline (index row first, so a row is
@@ -55,7 +77,16 @@ impl TimelineStore {
 
     /// Up to `limit` entries of `user`'s home timeline from `position`, newest
     /// first: the fanned-out rows merged with `user`'s own posts and the posts
-    /// of the celebrities `user` follows, without duplicates.
+    /// of the celebrities `user` follows, without duplicates, and without the
+    /// posts of anyone `user` no longer follows.
+    ///
+    /// That last filter is what makes an unfollow immediate for reads: each
+    /// batch of candidates is checked against `user`'s follows with one `IN`
+    /// query (at QUORUM, like the unfollow was written), so neither a row the
+    /// clean-up has not removed yet nor one a late chunk wrote after the
+    /// unfollow is ever shown. When a batch loses entries to the filter, the
+    /// next older batch is read, up to [`FILTER_ROUNDS`] batches; a page still
+    /// short then says where to resume.
     ///
     /// `user`'s own posts are read at QUORUM (or the requested level, if
     /// higher), as they were written: read-your-writes for the author holds
@@ -66,9 +97,9 @@ impl TimelineStore {
     /// The read cost is bounded by the page, and grows slowly with the set of
     /// celebrities: one query per [`FeedConfig::celebrity_chunk`] celebrities,
     /// each followed by one `IN` query for which of them `user` follows; then
-    /// for the timeline, `user`'s posts and each followed celebrity, one
-    /// bucket-index query plus one query per non-empty bucket touched, each
-    /// returning at most `limit` rows.
+    /// for the timeline, `user`'s posts and each followed celebrity (at most
+    /// [`CELEBRITY_READS_IN_FLIGHT`] at a time), one bucket-index query plus one
+    /// query per non-empty bucket touched, each returning at most `limit` rows.
     #[tracing::instrument(skip(self))]
     pub async fn timeline(
         &self,
@@ -76,30 +107,107 @@ impl TimelineStore {
         position: Position,
         limit: usize,
         consistency: ReadConsistency,
-    ) -> Result<Vec<PostRecord>, StoreError> {
-        let consistency = consistency.cql();
+    ) -> Result<TimelineSlice, StoreError> {
+        let level = consistency.cql();
         let oldest = self.oldest_live_bucket();
+        let celebrities = self.followed_celebrities(user, level).await?;
+        let mut items = Vec::with_capacity(limit);
+        let mut position = position;
+        for _ in 0..FILTER_ROUNDS {
+            let want = limit - items.len();
+            let candidates = self
+                .merged_candidates(user, position, oldest, want, level, &celebrities)
+                .await?;
+            let next = match candidates.last() {
+                Some(last) if candidates.len() == want => Position::Before {
+                    bucket: self.bucketing.bucket_of(last.created_at),
+                    post_id: last.id,
+                },
+                // Fewer than asked: the timeline ends here.
+                _ => {
+                    items.extend(self.still_followed(user, candidates, &celebrities).await?);
+                    return Ok(TimelineSlice {
+                        items,
+                        resume: None,
+                    });
+                }
+            };
+            items.extend(self.still_followed(user, candidates, &celebrities).await?);
+            if items.len() >= limit {
+                return Ok(TimelineSlice {
+                    items,
+                    resume: None,
+                });
+            }
+            position = next;
+        }
+        Ok(TimelineSlice {
+            items,
+            resume: Some(position),
+        })
+    }
+
+    /// Up to `limit` candidates from `position`: the fanned-out rows, `user`'s
+    /// own posts and the followed celebrities' posts, merged newest first.
+    async fn merged_candidates(
+        &self,
+        user: &UserId,
+        position: Position,
+        oldest: i64,
+        limit: usize,
+        level: Consistency,
+        celebrities: &[String],
+    ) -> Result<Vec<PostRecord>, StoreError> {
         let fanned_out = self.walk_feed(
             Feed::Timeline,
             user.as_str(),
             position,
             oldest,
             limit,
-            consistency,
+            level,
         );
-        let own = self.own_posts(user, position, oldest, limit, consistency);
-        let celebrities = self.followed_celebrities(user, consistency);
-        let (mut entries, own, celebrities) = futures::try_join!(fanned_out, own, celebrities)?;
-        let merged = try_join_all(celebrities.iter().map(|celebrity| {
-            self.walk_feed(Feed::Posts, celebrity, position, oldest, limit, consistency)
-        }))
-        .await?;
+        let own = self.own_posts(user, position, oldest, limit, level);
+        let reads: Vec<_> = celebrities
+            .iter()
+            .map(|celebrity| self.walk_feed(Feed::Posts, celebrity, position, oldest, limit, level))
+            .collect();
+        let merged = futures::stream::iter(reads)
+            .buffer_unordered(CELEBRITY_READS_IN_FLIGHT)
+            .try_collect::<Vec<_>>();
+        let (mut entries, own, merged) = futures::try_join!(fanned_out, own, merged)?;
         entries.extend(own);
         entries.extend(merged.into_iter().flatten());
         entries.sort_by_key(|entry| std::cmp::Reverse(entry.id));
         entries.dedup_by_key(|entry| entry.id);
         entries.truncate(limit);
         Ok(entries)
+    }
+
+    /// The entries whose author `user` still follows (or is `user`, or a
+    /// followed celebrity), checked with one `IN` query for the rest.
+    async fn still_followed(
+        &self,
+        user: &UserId,
+        entries: Vec<PostRecord>,
+        celebrities: &[String],
+    ) -> Result<Vec<PostRecord>, StoreError> {
+        let shown_anyway =
+            |author: &str| author == user.as_str() || celebrities.iter().any(|c| c == author);
+        let mut authors: Vec<&str> = entries
+            .iter()
+            .map(|entry| entry.author_id.as_str())
+            .filter(|author| !shown_anyway(author))
+            .collect();
+        authors.sort_unstable();
+        authors.dedup();
+        let followed = self.followed_among(user, &authors).await?;
+        drop(authors);
+        Ok(entries
+            .into_iter()
+            .filter(|entry| {
+                shown_anyway(&entry.author_id) || followed.contains(entry.author_id.as_str())
+            })
+            .collect())
     }
 
     /// `user`'s own posts for a timeline page: at QUORUM at least, falling
