@@ -2,7 +2,7 @@
 //! worker running: what the API does on its own.
 
 use e2e::expect_problem;
-use e2e::timeline_app::{TimelineApp, unique_user};
+use e2e::timeline_app::{CONVERGENCE, TimelineApp, eventually, unique_user};
 use serde_json::{Value, json};
 use timeline::api::{PostPage, PostView};
 
@@ -310,6 +310,32 @@ async fn celebrities_past_the_first_chunk_are_merged_too() {
     let page = app.timeline_page(&reader, "").await;
     let ids: Vec<_> = page.items.iter().map(|p| p.id).collect();
     assert_eq!(ids, vec![post.id]);
+    app.deployment.delete_stream().await;
+}
+
+/// Each API process keeps a copy of the celebrity set; an author marked after
+/// the copy was read is merged once the copy is refreshed.
+#[tokio::test]
+async fn a_celebrity_marked_after_a_read_is_merged_once_the_copy_is_refreshed() {
+    let app = TimelineApp::spawn(&["--celebrity-refresh-ms", "300"]).await;
+    let reader = unique_user("reader");
+    let star = unique_user("star");
+    app.follow(&reader, &star).await;
+    assert!(
+        app.timeline_ids(&reader, 100).await.is_empty(),
+        "the copy is read"
+    );
+    let store = app.store().await;
+    store
+        .mark_celebrity(&timeline::domain::UserId::parse(&star).expect("valid"))
+        .await
+        .expect("mark a celebrity");
+    // No worker runs: only the read-time merge can bring it.
+    let post = app.post(&star, "from a new celebrity").await;
+    eventually("the refreshed celebrity set", CONVERGENCE, || async {
+        (app.timeline_ids(&reader, 100).await == vec![post.id]).then_some(())
+    })
+    .await;
     app.deployment.delete_stream().await;
 }
 

@@ -199,6 +199,13 @@ pub struct FeedConfig {
     #[arg(long, env = "TIMELINE_CELEBRITY_CHUNK", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub celebrity_chunk: u16,
 
+    /// How long a timeline API process keeps its copy of the celebrity set
+    /// before reading it again, in milliseconds. The set only grows, so a copy
+    /// this old misses at most the authors marked since (their new posts show
+    /// up in followers' timelines this much later); 0 reads it for every page.
+    #[arg(long, env = "TIMELINE_CELEBRITY_REFRESH_MS", default_value_t = 10_000)]
+    pub celebrity_refresh_ms: u64,
+
     /// Number of a followee's most recent posts copied into a new follower's timeline.
     #[arg(long, env = "BACKFILL_POSTS", default_value_t = 20)]
     pub backfill_posts: usize,

@@ -14,6 +14,7 @@
 //! - `statements`: every statement, prepared once;
 //! - `posts`, `graph`, `timeline`, `outbox`: the methods for each group of tables.
 
+mod celebrities;
 mod graph;
 mod outbox;
 mod posts;
@@ -314,6 +315,8 @@ pub struct TimelineStore {
     ttl: Duration,
     /// Celebrities read per query, and checked against a reader's follows per `IN` query.
     celebrity_chunk: i32,
+    /// This process's copy of the celebrity set.
+    celebrities: Arc<celebrities::CelebrityCache>,
 }
 
 impl TimelineStore {
@@ -336,6 +339,9 @@ impl TimelineStore {
             bucketing: Bucketing::new(feed.bucket_seconds),
             ttl: feed.ttl(),
             celebrity_chunk: i32::from(feed.celebrity_chunk),
+            celebrities: Arc::new(celebrities::CelebrityCache::new(Duration::from_millis(
+                feed.celebrity_refresh_ms,
+            ))),
         })
     }
 

@@ -95,8 +95,9 @@ impl TimelineStore {
     /// are read at ONE, like the rest.
     ///
     /// The read cost is bounded by the page, and grows slowly with the set of
-    /// celebrities: one query per [`FeedConfig::celebrity_chunk`] celebrities,
-    /// each followed by one `IN` query for which of them `user` follows; then
+    /// celebrities (cached in the process, see `celebrities.rs`): one `IN`
+    /// query per [`FeedConfig::celebrity_chunk`] celebrities for which of them
+    /// `user` follows; then
     /// for the timeline, `user`'s posts and each followed celebrity (at most
     /// [`CELEBRITY_READS_IN_FLIGHT`] at a time), one bucket-index query plus one
     /// query per non-empty bucket touched, each returning at most `limit` rows.
@@ -233,47 +234,6 @@ impl TimelineStore {
                 walk(requested).await
             }
             result => result,
-        }
-    }
-
-    /// The celebrities `user` follows: every celebrity, a page at a time, each
-    /// page checked against `user`'s follows with one bounded `IN` query.
-    pub(super) async fn followed_celebrities(
-        &self,
-        user: &UserId,
-        consistency: Consistency,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut all = with_consistency(&self.statements.select_celebrities, consistency);
-        all.set_page_size(self.celebrity_chunk);
-        let among = with_consistency(&self.statements.select_following_among, consistency);
-        let mut paging = PagingState::start();
-        let mut followed = Vec::new();
-        loop {
-            let (result, next) = self.session.execute_single_page(&all, (), paging).await?;
-            let page = result
-                .into_rows_result()
-                .map_err(rows_error)?
-                .rows::<(String,)>()
-                .map_err(rows_error)?
-                .map(|row| row.map(|(id,)| id).map_err(rows_error))
-                .collect::<Result<Vec<_>, _>>()?;
-            // A page is at most the page size; split anyway, so no IN list exceeds it.
-            let chunk = usize::try_from(self.celebrity_chunk).unwrap_or(100).max(1);
-            for ids in page.chunks(chunk) {
-                let rows = self
-                    .session
-                    .execute_unpaged(&among, (user.as_str(), ids))
-                    .await?
-                    .into_rows_result()
-                    .map_err(rows_error)?;
-                for row in rows.rows::<(String,)>().map_err(rows_error)? {
-                    followed.push(row.map_err(rows_error)?.0);
-                }
-            }
-            match next.into_paging_control_flow() {
-                std::ops::ControlFlow::Continue(state) => paging = state,
-                std::ops::ControlFlow::Break(()) => return Ok(followed),
-            }
         }
     }
 
