@@ -185,11 +185,11 @@ async fn posts_accepted_while_nats_is_down_reach_every_follower_when_it_returns(
 
 /// The shards of the app's outbox holding rows in the last minute's buckets.
 async fn outbox_shards_holding_rows(app: &TimelineApp) -> std::collections::BTreeSet<i32> {
-    use timeline::store::{OUTBOX_SHARDS, outbox_bucketing};
+    use timeline::store::{DEFAULT_OUTBOX_SHARDS, outbox_bucketing};
     let store = app.store().await;
     let now = outbox_bucketing().now();
     let mut shards = std::collections::BTreeSet::new();
-    for shard in 0..OUTBOX_SHARDS {
+    for shard in 0..DEFAULT_OUTBOX_SHARDS {
         for bucket in now - 6..=now {
             let rows = store
                 .session()
@@ -215,7 +215,7 @@ async fn outbox_shards_holding_rows(app: &TimelineApp) -> std::collections::BTre
 #[tokio::test]
 async fn an_old_outbox_row_is_relayed_and_the_watermark_moves_past_it() {
     use timeline::messages::{Envelope, FanoutMessage, Subjects};
-    use timeline::store::{OutboxEntry, outbox_bucketing};
+    use timeline::store::{DEFAULT_OUTBOX_SHARDS, OutboxEntry, outbox_bucketing};
     let app = TimelineApp::spawn_in(
         Deployment::new(&[]).await,
         &["--outbox-relay-after-secs", "1"],
@@ -237,6 +237,7 @@ async fn an_old_outbox_row_is_relayed_and_the_watermark_moves_past_it() {
         subjects.work("follow"),
         message.message_id(),
         Envelope::new(message).to_bytes().to_vec(),
+        DEFAULT_OUTBOX_SHARDS,
     );
     let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     let since_1970 = an_hour_ago
@@ -301,4 +302,72 @@ async fn an_old_outbox_row_is_relayed_and_the_watermark_moves_past_it() {
         .expect("rows");
     assert_eq!(left.rows_num(), 0, "the relayed row is deleted");
     app.deployment.delete_stream().await;
+}
+
+/// Two API processes of one deployment share the outbox's shards (each relays
+/// its own), and between them relay every post accepted while NATS was away.
+#[tokio::test]
+async fn two_api_processes_share_the_outbox_shards_and_relay_everything() {
+    let mut nats = NatsInstance::start().await;
+    let deployment = Deployment::on_nats(&nats.url(), &[]).await;
+    let flags = [
+        "--outbox-relay-after-secs",
+        "1",
+        "--outbox-relay-interval-ms",
+        "200",
+        "--outbox-shards",
+        "16",
+    ];
+    let first = TimelineApp::spawn_in(deployment.clone(), &flags).await;
+    let second = TimelineApp::spawn_in(deployment, &flags).await;
+    let worker = first.spawn_worker(&[]).await;
+    let author = unique_user("author");
+    let followers: Vec<String> = (0..3).map(|i| unique_user(&format!("f{i}"))).collect();
+    for follower in &followers {
+        first.follow(follower, &author).await;
+    }
+    wait_drained(&first.deployment, CONVERGENCE).await;
+
+    let store = first.store().await;
+    let query = format!(
+        "SELECT relay_id FROM {}.outbox_relays WHERE topic = ?",
+        first.deployment.keyspace
+    );
+    eventually("both relays to register", CONVERGENCE, || async {
+        let rows = store
+            .session()
+            .query_unpaged(query.as_str(), (&first.deployment.prefix,))
+            .await
+            .ok()?
+            .into_rows_result()
+            .ok()?;
+        (rows.rows_num() == 2).then_some(())
+    })
+    .await;
+
+    nats.stop().await;
+    let mut posts = Vec::new();
+    for i in 0..10 {
+        posts.push(first.post(&author, &format!("via the first {i}")).await.id);
+        posts.push(
+            second
+                .post(&author, &format!("via the second {i}"))
+                .await
+                .id,
+        );
+    }
+    nats.restart().await;
+    for follower in &followers {
+        eventually(
+            "every post to reach every follower",
+            Duration::from_secs(60),
+            || async {
+                let ids = first.timeline_ids(follower, 100).await;
+                posts.iter().all(|post| ids.contains(post)).then_some(())
+            },
+        )
+        .await;
+    }
+    worker.stop().await;
+    first.deployment.delete_stream().await;
 }

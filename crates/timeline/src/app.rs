@@ -23,7 +23,8 @@ use utoipa::OpenApi;
 
 use crate::config::{CassandraConfig, FeedConfig};
 use crate::error::Error;
-use crate::publisher::{FanoutPublisher, connect_nats, relay_outbox};
+use crate::publisher::{FanoutPublisher, connect_nats};
+use crate::relay::relay_outbox;
 use crate::store::TimelineStore;
 use crate::{Config, api};
 
@@ -145,7 +146,8 @@ impl Application {
             .validate(&config.http)
             .map_err(anyhow::Error::msg)?;
         let nats = connect_nats(&config.stream.nats_url).await?;
-        let publisher = FanoutPublisher::new(nats.clone(), config.stream.clone());
+        let publisher = FanoutPublisher::new(nats.clone(), config.stream.clone())
+            .with_outbox_shards(config.outbox.outbox_shards);
         let store = StoreSlot::default();
 
         let background = CancellationToken::new();

@@ -249,6 +249,13 @@ pub struct OutboxConfig {
     /// wrote it normally deletes it well before).
     #[arg(long, env = "OUTBOX_RELAY_AFTER_SECS", default_value_t = 5)]
     pub outbox_relay_after_secs: u64,
+
+    /// Shards of the outbox: each post's message goes to a random one, and the
+    /// API processes' relays share them. Must be the same in every API process
+    /// of a deployment, and may grow but never shrink (rows in a dropped shard
+    /// would never be relayed).
+    #[arg(long, env = "OUTBOX_SHARDS", default_value_t = crate::store::DEFAULT_OUTBOX_SHARDS, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub outbox_shards: i32,
 }
 
 impl OutboxConfig {

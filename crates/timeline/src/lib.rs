@@ -15,7 +15,8 @@
 //! - [`migrate`]: the CQL migrator (`migrations/cassandra/*.cql`).
 //! - [`store`]: [`store::TimelineStore`], every CQL statement, prepared once.
 //! - [`messages`]: the versioned fan-out messages and their subjects.
-//! - [`publisher`]: JetStream publishing and the outbox relay.
+//! - [`publisher`]: JetStream publishing, and the outbox row of each message.
+//! - [`relay`]: the outbox relay, sharing the outbox's shards among the API processes.
 //! - [`cursor`]: opaque page cursors.
 //! - [`api`]: the `/v1` handlers and their OpenAPI description.
 //! - [`error`]: the API's error type, rendered as problem+json.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod messages;
 pub mod migrate;
 pub mod publisher;
+pub mod relay;
 pub mod store;
 pub mod worker;
 

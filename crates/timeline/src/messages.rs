@@ -133,6 +133,11 @@ pub struct Subjects {
 }
 
 impl Subjects {
+    /// The deployment's subject prefix (also the outbox's topic).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),

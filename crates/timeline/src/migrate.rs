@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_post_idempotency.cql",
         cql: include_str!("../../../migrations/cassandra/0004_post_idempotency.cql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_outbox_relays.cql",
+        cql: include_str!("../../../migrations/cassandra/0005_outbox_relays.cql"),
+    },
 ];
 
 /// Why migrating failed.

@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{OutboxConfig, StreamConfig};
+use crate::config::StreamConfig;
 use crate::messages::{Envelope, FanoutMessage, Subjects};
-use crate::store::{OUTBOX_SHARDS, OutboxEntry, TimelineStore, outbox_bucketing};
+use crate::store::{DEFAULT_OUTBOX_SHARDS, OutboxEntry, TimelineStore};
 
 /// Why a publish did not get its ack.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +37,8 @@ pub struct FanoutPublisher {
     jetstream: jetstream::Context,
     subjects: Subjects,
     config: StreamConfig,
+    /// Shards an outbox row may go to (`OUTBOX_SHARDS`; the API sets it).
+    outbox_shards: i32,
 }
 
 impl FanoutPublisher {
@@ -49,7 +50,14 @@ impl FanoutPublisher {
             jetstream,
             subjects: Subjects::new(config.nats_subject_prefix.clone()),
             config,
+            outbox_shards: DEFAULT_OUTBOX_SHARDS,
         }
+    }
+
+    /// Spreads outbox rows over `shards` shards.
+    pub fn with_outbox_shards(mut self, shards: i32) -> Self {
+        self.outbox_shards = shards.max(1);
+        self
     }
 
     pub fn subjects(&self) -> &Subjects {
@@ -74,6 +82,7 @@ impl FanoutPublisher {
             subject,
             msg_id,
             payload,
+            self.outbox_shards,
         )
     }
 
@@ -223,26 +232,6 @@ impl FanoutPublisher {
     }
 }
 
-/// Outbox rows the relay reads per query.
-const RELAY_BATCH: i32 = 100;
-/// Most buckets of one shard the relay reads per tick, so catching up after a
-/// long stop takes several ticks rather than one unbounded one.
-const RELAY_BUCKETS_PER_TICK: i64 = 64;
-/// How long past its end (and past `relay_after`) a bucket must be before an
-/// empty scan of it moves the watermark past it: longer than a batch write
-/// can take (the driver's request timeout and its retries) plus the clock
-/// skew between API processes, so no row can land in a bucket already passed.
-pub const OUTBOX_RETIRE_MARGIN: Duration = Duration::from_secs(60);
-
-/// Why one shard's relay pass stopped early.
-#[derive(Debug, thiserror::Error)]
-enum RelayError {
-    #[error("reading the outbox: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("publishing: {0}")]
-    Publish(#[from] PublishError),
-}
-
 /// A NATS client for the API and the worker, connecting in the background:
 /// both start (and report not-ready) while NATS is away, as an AP service should.
 pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
@@ -253,101 +242,4 @@ pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
         .connect(url)
         .await
         .map_err(|error| anyhow::anyhow!("connecting to NATS at {url}: {error}"))
-}
-
-/// Re-publishes outbox rows older than `relay_after` until `shutdown`.
-///
-/// Each shard is scanned from its watermark, one time bucket per query, up
-/// to the bucket `relay_after` ago; rows found are published and deleted.
-/// A prefix of buckets found empty and old enough (see
-/// [`OUTBOX_RETIRE_MARGIN`]) moves the watermark past them for good, so the
-/// tombstones of relayed (and normally published) rows are read only while
-/// their bucket is recent: a query reads at most one bucket's worth.
-pub async fn relay_outbox(
-    store: crate::app::StoreSlot,
-    publisher: FanoutPublisher,
-    config: OutboxConfig,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(config.relay_interval());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stream_ready = false;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Ok(store) = store.get() else { continue };
-        if publisher.is_connected() && !stream_ready {
-            match publisher.ensure_stream().await {
-                Ok(_) => stream_ready = true,
-                Err(error) => tracing::warn!(%error, "cannot create the fan-out stream yet"),
-            }
-        }
-        // Without NATS the passes still move watermarks over empty buckets;
-        // they stop at the first row due.
-        for shard in 0..OUTBOX_SHARDS {
-            match relay_shard(store, &publisher, &config, shard).await {
-                Ok(()) => {}
-                Err(RelayError::Store(error)) => {
-                    tracing::warn!(%error, "cannot read the outbox");
-                    break;
-                }
-                Err(RelayError::Publish(error)) => {
-                    if publisher.is_connected() {
-                        tracing::warn!(%error, "outbox relay cannot publish; retrying later");
-                    }
-                    // The stream may be gone (a fresh server): re-create it next tick.
-                    stream_ready = false;
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// One pass over one shard of the deployment's outbox.
-async fn relay_shard(
-    store: &TimelineStore,
-    publisher: &FanoutPublisher,
-    config: &OutboxConfig,
-    shard: i32,
-) -> Result<(), RelayError> {
-    let topic = publisher.config.nats_subject_prefix.as_str();
-    let Some(watermark) = store.outbox_watermark(topic, shard).await? else {
-        return Ok(()); // never written
-    };
-    let bucketing = outbox_bucketing();
-    let cutoff =
-        chrono::Utc::now() - chrono::Duration::from_std(config.relay_after()).unwrap_or_default();
-    let due = bucketing.bucket_of(cutoff);
-    // Buckets below this one ended more than the margin before the cutoff.
-    let retire_below = bucketing
-        .bucket_of(cutoff - chrono::Duration::from_std(OUTBOX_RETIRE_MARGIN).unwrap_or_default());
-    let mut advance_to = watermark;
-    let last = due.min(watermark.saturating_add(RELAY_BUCKETS_PER_TICK - 1));
-    for bucket in watermark..=last {
-        let rows = store
-            .due_outbox(topic, shard, bucket, cutoff, RELAY_BATCH)
-            .await?;
-        if rows.is_empty() {
-            if advance_to == bucket && bucket < retire_below {
-                advance_to = bucket + 1;
-            }
-            continue;
-        }
-        for entry in rows {
-            publisher.publish_entry(&entry).await?;
-            metrics::counter!("timeline_outbox_relayed_total").increment(1);
-            if let Err(error) = store.delete_outbox(&entry).await {
-                tracing::warn!(%error, "cannot delete a relayed outbox row");
-            }
-        }
-    }
-    if advance_to > watermark {
-        store
-            .advance_outbox_watermark(topic, shard, advance_to)
-            .await?;
-    }
-    Ok(())
 }

@@ -59,7 +59,7 @@ pub const INSERT_FEED_BUCKET_CQL: &str =
 pub const FEED_TIMELINE: &str = "timeline";
 const FEED_POSTS: &str = "posts";
 /// Shards of a deployment's outbox, picked at random per row; the relay scans each.
-pub const OUTBOX_SHARDS: i32 = 8;
+pub const DEFAULT_OUTBOX_SHARDS: i32 = 8;
 /// Width of an outbox time bucket (part of the outbox partition key), in seconds.
 /// Small, so the relay never reads more than a few seconds' worth of tombstones
 /// in one query.
@@ -228,7 +228,7 @@ pub struct PostsPage {
 pub struct OutboxEntry {
     /// The deployment's subject prefix: each deployment relays only its own rows.
     pub topic: String,
-    /// Random, so a deployment's rows spread over [`OUTBOX_SHARDS`] partitions per bucket.
+    /// Random, so a deployment's rows spread over `shards` partitions per bucket.
     pub shard: i32,
     /// The [`outbox_bucketing`] bucket of `id`'s time.
     pub bucket: i64,
@@ -239,10 +239,21 @@ pub struct OutboxEntry {
 }
 
 impl OutboxEntry {
-    pub fn new(topic: String, subject: String, msg_id: String, payload: Vec<u8>) -> Self {
+    pub fn new(
+        topic: String,
+        subject: String,
+        msg_id: String,
+        payload: Vec<u8>,
+        shards: i32,
+    ) -> Self {
         let id = PostId::generate();
         // Random bits: the id's node bytes are constant per process.
-        let shard = i32::from(uuid::Uuid::new_v4().as_bytes()[0]) % OUTBOX_SHARDS;
+        let random = i32::from(u16::from_be_bytes(
+            uuid::Uuid::new_v4().as_bytes()[..2]
+                .try_into()
+                .unwrap_or([0, 0]),
+        ));
+        let shard = random % shards.max(1);
         Self {
             topic,
             shard,

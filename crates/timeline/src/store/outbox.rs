@@ -73,6 +73,56 @@ impl TimelineStore {
             .collect()
     }
 
+    /// Deletes rows of one outbox partition (`topic`, `shard`, `bucket`) by id,
+    /// in one statement.
+    pub async fn delete_outbox_ids(
+        &self,
+        topic: &str,
+        shard: i32,
+        bucket: i64,
+        ids: &[CqlTimeuuid],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.session
+            .execute_unpaged(
+                &self.statements.delete_outbox_ids,
+                (topic, shard, bucket, ids),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Says that relay `relay` of `topic` is alive for `ttl`, and returns
+    /// every relay of `topic` alive now (this one included).
+    pub async fn outbox_relays(
+        &self,
+        topic: &str,
+        relay: uuid::Uuid,
+        ttl: Duration,
+    ) -> Result<Vec<uuid::Uuid>, StoreError> {
+        let ttl = i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX).max(1);
+        self.session
+            .execute_unpaged(&self.statements.heartbeat_outbox_relay, (topic, relay, ttl))
+            .await?;
+        let rows = self
+            .session
+            .execute_unpaged(&self.statements.select_outbox_relays, (topic,))
+            .await?
+            .into_rows_result()
+            .map_err(rows_error)?;
+        let mut relays = rows
+            .rows::<(uuid::Uuid,)>()
+            .map_err(rows_error)?
+            .map(|row| row.map(|(id,)| id).map_err(rows_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !relays.contains(&relay) {
+            relays.push(relay);
+        }
+        Ok(relays)
+    }
+
     pub async fn delete_outbox(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         self.session
             .execute_unpaged(
@@ -117,14 +167,31 @@ mod tests {
     use super::*;
 
     pub(super) fn entry() -> OutboxEntry {
-        OutboxEntry::new("t".into(), "t.fanout.post".into(), "m".into(), Vec::new())
+        OutboxEntry::new(
+            "t".into(),
+            "t.fanout.post".into(),
+            "m".into(),
+            Vec::new(),
+            DEFAULT_OUTBOX_SHARDS,
+        )
     }
 
     #[test]
     pub(super) fn outbox_rows_of_one_process_spread_over_the_shards() {
         let shards: BTreeSet<i32> = (0..200).map(|_| entry().shard).collect();
-        assert!(shards.len() > OUTBOX_SHARDS as usize / 2, "{shards:?}");
-        assert!(shards.iter().all(|s| (0..OUTBOX_SHARDS).contains(s)));
+        assert!(
+            shards.len() > DEFAULT_OUTBOX_SHARDS as usize / 2,
+            "{shards:?}"
+        );
+        assert!(
+            shards
+                .iter()
+                .all(|s| (0..DEFAULT_OUTBOX_SHARDS).contains(s))
+        );
+        let wide: BTreeSet<i32> = (0..2000)
+            .map(|_| OutboxEntry::new("t".into(), "s".into(), "m".into(), Vec::new(), 300).shard)
+            .collect();
+        assert!(wide.len() > 250 && wide.iter().all(|s| (0..300).contains(s)));
     }
 
     #[test]

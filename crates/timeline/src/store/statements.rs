@@ -10,6 +10,10 @@ pub(super) struct Statements {
     pub(super) insert_feed_bucket: PreparedStatement,
     pub(super) delete_timeline: PreparedStatement,
     pub(super) delete_outbox: PreparedStatement,
+    /// Deletes the given ids of one outbox partition.
+    pub(super) delete_outbox_ids: PreparedStatement,
+    pub(super) heartbeat_outbox_relay: PreparedStatement,
+    pub(super) select_outbox_relays: PreparedStatement,
     pub(super) select_outbox_due: PreparedStatement,
     pub(super) select_outbox_watermark: PreparedStatement,
     pub(super) advance_outbox_watermark: PreparedStatement,
@@ -107,6 +111,20 @@ impl Statements {
             .await?,
             delete_outbox: write(
                 "DELETE FROM fanout_outbox WHERE topic = ? AND shard = ? AND bucket = ? AND id = ?",
+            )
+            .await?,
+            delete_outbox_ids: write(
+                "DELETE FROM fanout_outbox WHERE topic = ? AND shard = ? AND bucket = ? AND id IN ?",
+            )
+            .await?,
+            heartbeat_outbox_relay: write(
+                "INSERT INTO outbox_relays (topic, relay_id) VALUES (?, ?) USING TTL ?",
+            )
+            .await?,
+            select_outbox_relays: prepare(
+                session,
+                "SELECT relay_id FROM outbox_relays WHERE topic = ?",
+                Consistency::Quorum,
             )
             .await?,
             select_outbox_due: prepare(
