@@ -4,7 +4,7 @@
 #               loopback, then run both services in the foreground (Ctrl-C stops them)
 #   make test   the same set-up, then every test against the real stores
 #   make down   stop the servers `make run`/`make test` started (others are left alone)
-#   make lint   rustfmt --check, clippy -D warnings, hadolint and the Compose schema
+#   make lint   rustfmt --check, no module cycles, clippy -D warnings, hadolint and the Compose schema
 #   make stack  only install and start the stores
 #   make sqlx-prepare  regenerate .sqlx/ (compile-checked SQL) after changing a query or migration
 #   make bench  release build, then the benchmarks against the local stack: prints a
@@ -33,6 +33,7 @@ down:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	scripts/module-cycles.py
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	scripts/lint-containers.sh
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::json;
 use timeline::api::{PostPage, PostView, UserPage};
-use timeline::app::StoreSlot;
+use timeline::store::StoreSlot;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -9,6 +9,7 @@
 //! timeout → body limit → the handler.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -114,6 +115,41 @@ async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
         return replaced;
     }
     response
+}
+
+/// A service's HTTP surface, bound and assembled: its listener, and its API
+/// with the shared endpoints and layers ([`service_router`]). Every binary
+/// builds one of these, then serves it until shutdown.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    grace: Duration,
+}
+
+impl Server {
+    /// Binds `addr` and assembles `api` with `essentials`.
+    pub async fn bind(addr: SocketAddr, api: Router, essentials: Essentials) -> io::Result<Self> {
+        let grace = essentials.http.shutdown_grace();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|error| io::Error::new(error.kind(), format!("binding {addr}: {error}")))?;
+        Ok(Self {
+            listener,
+            router: service_router(api, essentials),
+            grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests
+    /// for at most the configured grace.
+    pub async fn serve(self, shutdown: CancellationToken) -> io::Result<()> {
+        serve(self.listener, self.router, shutdown, self.grace).await
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then drains

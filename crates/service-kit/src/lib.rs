@@ -19,6 +19,7 @@
 //!   tower-http layers (request id, trace, timeout, body limit), and serves it.
 //! - [`validate`]: the validation error every domain type returns, naming the field,
 //!   and the check on free text (no control characters).
+//! - [`retry`]: retrying a start-up step with backoff until it works or the service stops.
 //! - [`shutdown`]: SIGINT/SIGTERM turned into a cancellation token that servers
 //!   and background workers both honour.
 
@@ -29,6 +30,7 @@ pub mod http;
 pub mod idempotency;
 pub mod metrics;
 pub mod problem;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod validate;

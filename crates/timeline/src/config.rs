@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use service_kit::config::{HttpConfig, TelemetryConfig};
 
+/// Outbox shards when `OUTBOX_SHARDS` is not set.
+pub const DEFAULT_OUTBOX_SHARDS: i32 = 8;
+
 /// Everything the timeline API reads at start-up.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "timeline", version, about = "The AP timeline service")]
@@ -254,7 +257,7 @@ pub struct OutboxConfig {
     /// API processes' relays share them. Must be the same in every API process
     /// of a deployment, and may grow but never shrink (rows in a dropped shard
     /// would never be relayed).
-    #[arg(long, env = "OUTBOX_SHARDS", default_value_t = crate::store::DEFAULT_OUTBOX_SHARDS, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    #[arg(long, env = "OUTBOX_SHARDS", default_value_t = DEFAULT_OUTBOX_SHARDS, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub outbox_shards: i32,
 }
 

@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{Invalid, PostId, UserId};
+use crate::domain::{Direction, Invalid, PostId, UserId};
 use crate::store::Position;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,21 +62,21 @@ fn paging_bytes(raw: &str) -> Result<Vec<u8>, Invalid> {
         .map_err(|_| Invalid("cursor is not one this service issued".into()))
 }
 
-/// The cursor of a graph list (`followers` or following) after `paging_state`.
-pub fn graph(user: &UserId, followers: bool, paging_state: &[u8]) -> String {
+/// The cursor of a graph list after `paging_state`.
+pub fn graph(user: &UserId, direction: Direction, paging_state: &[u8]) -> String {
     let u = user.as_str().to_owned();
     let p = URL_SAFE_NO_PAD.encode(paging_state);
-    encode(&if followers {
-        Cursor::Followers { u, p }
-    } else {
-        Cursor::Following { u, p }
+    encode(&match direction {
+        Direction::Followers => Cursor::Followers { u, p },
+        Direction::Following => Cursor::Following { u, p },
     })
 }
 
 /// The paging state a graph cursor carries.
-pub fn parse_graph(raw: &str, user: &UserId, followers: bool) -> Result<Vec<u8>, Invalid> {
-    match (decode(raw)?, followers) {
-        (Cursor::Followers { u, p }, true) | (Cursor::Following { u, p }, false)
+pub fn parse_graph(raw: &str, user: &UserId, direction: Direction) -> Result<Vec<u8>, Invalid> {
+    match (decode(raw)?, direction) {
+        (Cursor::Followers { u, p }, Direction::Followers)
+        | (Cursor::Following { u, p }, Direction::Following)
             if u == user.as_str() =>
         {
             paging_bytes(&p)
@@ -133,10 +133,13 @@ mod tests {
     #[test]
     fn round_trips_and_is_bound_to_its_list() {
         let ann = user("ann");
-        let raw = graph(&ann, true, b"\x01\x02state");
-        assert_eq!(parse_graph(&raw, &ann, true), Ok(b"\x01\x02state".to_vec()));
-        assert!(parse_graph(&raw, &ann, false).is_err());
-        assert!(parse_graph(&raw, &user("bob"), true).is_err());
+        let raw = graph(&ann, Direction::Followers, b"\x01\x02state");
+        assert_eq!(
+            parse_graph(&raw, &ann, Direction::Followers),
+            Ok(b"\x01\x02state".to_vec())
+        );
+        assert!(parse_graph(&raw, &ann, Direction::Following).is_err());
+        assert!(parse_graph(&raw, &user("bob"), Direction::Followers).is_err());
 
         let id = PostId::generate();
         let raw = timeline(&ann, 7, id);

@@ -184,6 +184,15 @@ impl PageLimit {
     }
 }
 
+/// Which way a graph list goes from its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Whom the user follows.
+    Following,
+    /// Who follows the user.
+    Followers,
+}
+
 /// The consistency level of a timeline read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -23,10 +23,9 @@ use scylla::value::CqlTimeuuid;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::app::StoreSlot;
 use crate::config::OutboxConfig;
 use crate::publisher::{FanoutPublisher, PublishError};
-use crate::store::{StoreError, TimelineStore, outbox_bucketing};
+use crate::store::{StoreError, StoreSlot, TimelineStore, outbox_bucketing};
 
 /// Outbox rows the relay reads per query.
 const RELAY_BATCH: i32 = 100;

@@ -1,6 +1,7 @@
 //! The social graph, both ways, and who counts as a celebrity.
 
 use super::*;
+use crate::domain::Direction;
 
 impl TimelineStore {
     /// Records the follow both ways, with its outbox row, in one logged batch.
@@ -48,19 +49,18 @@ impl TimelineStore {
         Ok(())
     }
 
-    /// A page of whom `user` follows (`followers == false`) or who follows `user`.
+    /// A page of whom `user` follows, or of who follows `user`.
     #[tracing::instrument(skip(self, paging_state))]
     pub async fn graph_page(
         &self,
         user: &UserId,
-        followers: bool,
+        direction: Direction,
         limit: i32,
         paging_state: Option<Vec<u8>>,
     ) -> Result<Paged<Edge>, StoreError> {
-        let mut statement = if followers {
-            self.statements.select_followers.clone()
-        } else {
-            self.statements.select_following.clone()
+        let mut statement = match direction {
+            Direction::Followers => self.statements.select_followers.clone(),
+            Direction::Following => self.statements.select_following.clone(),
         };
         statement.set_page_size(limit);
         let client_state = paging_state.is_some();

@@ -18,10 +18,12 @@ mod celebrities;
 mod graph;
 mod outbox;
 mod posts;
+mod slot;
 mod statements;
 mod timeline;
 
 pub use posts::KeyClaim;
+pub use slot::StoreSlot;
 pub use timeline::TimelineSlice;
 
 use outbox::{outbox_values, watermark_floor_values};
@@ -43,6 +45,7 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimeuuid;
 
+pub use crate::config::DEFAULT_OUTBOX_SHARDS;
 use crate::config::{CassandraConfig, FeedConfig, MAX_TTL_SECONDS};
 use crate::domain::{Bucketing, PostId, ReadConsistency, UserId};
 use crate::migrate;
@@ -58,8 +61,6 @@ pub const INSERT_FEED_BUCKET_CQL: &str =
 /// The `feed` of a `feed_buckets` row.
 pub const FEED_TIMELINE: &str = "timeline";
 const FEED_POSTS: &str = "posts";
-/// Shards of a deployment's outbox, picked at random per row; the relay scans each.
-pub const DEFAULT_OUTBOX_SHARDS: i32 = 8;
 /// Width of an outbox time bucket (part of the outbox partition key), in seconds.
 /// Small, so the relay never reads more than a few seconds' worth of tombstones
 /// in one query.
@@ -74,6 +75,9 @@ const BUCKETS_PER_READ: i32 = 32;
 /// Why a store operation failed. Driver text stays in the log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store is still being set up (connect, migrate, prepare).
+    #[error("the timeline store is not connected or migrated yet")]
+    NotReady,
     #[error("connecting to Cassandra: {0}")]
     Connect(Box<scylla::errors::NewSessionError>),
     #[error("migrating: {0}")]
@@ -117,7 +121,7 @@ impl StoreError {
     /// Whether the cluster is (temporarily) unable to serve: worth a `503` and a retry.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Connect(_) => true,
+            Self::NotReady | Self::Connect(_) => true,
             Self::Execute(error) => error_is_unavailable(error),
             _ => false,
         }
