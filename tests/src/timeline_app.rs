@@ -198,6 +198,24 @@ impl TimelineApp {
         }
     }
 
+    /// Starts the `timeline-worker` binary for this app's deployment on
+    /// `addr`, with `extra` flags: a process of its own (so its `/metrics`
+    /// count only its own work), killed when the handle is dropped.
+    pub fn spawn_worker_process(&self, addr: SocketAddr, extra: &[&str]) -> tokio::process::Child {
+        let args = self.deployment.worker_args(&addr.to_string(), extra);
+        let mut command = tokio::process::Command::new(worker_binary());
+        command.args(&args[1..]);
+        if std::env::var_os("TEST_LOG").is_none() {
+            command
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+        command
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start timeline-worker")
+    }
+
     pub async fn follow(&self, user: &str, target: &str) {
         let response = self
             .client

@@ -5,12 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use service_kit::health::{PostgresCheck, Readiness, TaskCheck};
-use service_kit::http::{Essentials, service_router};
+use service_kit::http::{Essentials, Server};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
@@ -21,13 +19,11 @@ use crate::sweeper::{self, SweeperSettings};
 /// A built service: bound listener, connected pool, assembled router.
 #[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
+    server: Server,
     store: PgStore,
     sweeper: SweeperSettings,
     /// Watches the sweeper task; `/readyz` fails, naming it, if it dies.
     sweeper_check: TaskCheck,
-    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -53,29 +49,22 @@ impl Application {
         let readiness = Readiness::new(config.http.readiness_timeout())
             .with(PostgresCheck::new(pool))
             .with(sweeper_check.clone());
-        let router = service_router(
-            api,
-            Essentials {
-                readiness,
-                openapi,
-                http: config.http.clone(),
-            },
-        );
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding {}", config.addr))?;
+        let essentials = Essentials {
+            readiness,
+            openapi,
+            http: config.http.clone(),
+        };
+        let server = Server::bind(config.addr, api, essentials).await?;
         Ok(Self {
-            listener,
-            router,
+            server,
             store,
             sweeper: config.sweeper_settings(),
             sweeper_check,
-            shutdown_grace: config.http.shutdown_grace(),
         })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.server.local_addr()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -89,9 +78,7 @@ impl Application {
             sweeper::run(self.store.clone(), self.sweeper, shutdown.clone()),
             shutdown.clone(),
         );
-        let served =
-            service_kit::http::serve(self.listener, self.router, shutdown, self.shutdown_grace)
-                .await;
+        let served = self.server.serve(shutdown).await;
         if let Err(error) = sweeper.await {
             tracing::error!(%error, "sweeper task failed");
         }

@@ -42,7 +42,15 @@ async fn all_pages(app: &TimelineApp, path: &str, key: &str) -> Vec<String> {
 #[tokio::test]
 async fn fanout_reports_convergence_and_every_timeline_agrees() {
     let app = TimelineApp::spawn(&[]).await;
-    let worker = app.spawn_worker(&[]).await;
+    // A worker process of its own: its /metrics count this run's rows only.
+    let worker_addr = e2e::closed_port().await;
+    let mut worker = app.spawn_worker_process(worker_addr, &[]);
+    e2e::wait_ready(
+        &app.client,
+        &format!("http://{worker_addr}"),
+        std::time::Duration::from_secs(60),
+    )
+    .await;
 
     let output = tokio::process::Command::new(workspace_binary("capctl"))
         .args([
@@ -63,7 +71,7 @@ async fn fanout_reports_convergence_and_every_timeline_agrees() {
             "--timeout-secs",
             "60",
         ])
-        .args(["--worker-url", &format!("http://{}", worker.addr)])
+        .args(["--worker-url", &format!("http://{worker_addr}")])
         .output()
         .await
         .expect("run capctl");
@@ -115,11 +123,10 @@ async fn fanout_reports_convergence_and_every_timeline_agrees() {
         "every post reached at least its author's timeline"
     );
     // Reads merge and dedup, so they cannot show a duplicate row; the rows the
-    // worker wrote can: one per post and follower of its author, no more (the
-    // only test of this binary, so the process-wide counter is this run's).
+    // worker wrote can: one per post and follower of its author, no more.
     let metrics = app
         .client
-        .get(format!("http://{}/metrics", worker.addr))
+        .get(format!("http://{worker_addr}/metrics"))
         .send()
         .await
         .expect("metrics")
@@ -134,6 +141,6 @@ async fn fanout_reports_convergence_and_every_timeline_agrees() {
     #[allow(clippy::cast_precision_loss)] // a few hundred rows
     let expected_rows = expected_rows as f64;
     assert_eq!(written, expected_rows, "each fan-out row written once");
-    worker.stop().await;
+    worker.start_kill().expect("stop the worker");
     app.deployment.delete_stream().await;
 }

@@ -1,26 +1,15 @@
 //! Nothing is lost when things fail: a worker killed in the middle of a large
 //! fan-out, and NATS stopped while posts keep coming.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::closed_port;
 use e2e::nats_instance::NatsInstance;
 use e2e::timeline_app::{
     CONVERGENCE, Deployment, TimelineApp, eventually, unique_user, wait_drained, wait_ready,
-    worker_binary,
 };
 use futures::StreamExt;
-use tokio::process::{Child, Command};
 use uuid::Uuid;
-
-fn quiet(command: &mut Command) -> &mut Command {
-    if std::env::var_os("TEST_LOG").is_none() {
-        command.stdout(Stdio::null()).stderr(Stdio::null());
-    }
-    command.kill_on_drop(true)
-}
 
 /// The value of a counter in a Prometheus text page (0 when absent).
 fn counter(metrics: &str, name: &str) -> f64 {
@@ -29,13 +18,6 @@ fn counter(metrics: &str, name: &str) -> f64 {
         .filter(|line| line.starts_with(name))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn spawn_worker_process(deployment: &Deployment, addr: SocketAddr, extra: &[&str]) -> Child {
-    let args = deployment.worker_args(&addr.to_string(), extra);
-    let mut command = Command::new(worker_binary());
-    command.args(&args[1..]);
-    quiet(&mut command).spawn().expect("start timeline-worker")
 }
 
 /// How many of `followers` have `post` in their timeline.
@@ -90,7 +72,7 @@ async fn a_worker_killed_mid_fan_out_loses_nothing_and_duplicates_nothing() {
         "3",
     ];
     let addr = closed_port().await;
-    let mut first = spawn_worker_process(&app.deployment, addr, &slow);
+    let mut first = app.spawn_worker_process(addr, &slow);
     wait_ready(
         &app.client,
         &format!("http://{addr}"),
@@ -126,7 +108,7 @@ async fn a_worker_killed_mid_fan_out_loses_nothing_and_duplicates_nothing() {
     );
 
     let addr = closed_port().await;
-    let _second = spawn_worker_process(&app.deployment, addr, &slow);
+    let _second = app.spawn_worker_process(addr, &slow);
     wait_ready(
         &app.client,
         &format!("http://{addr}"),
