@@ -9,7 +9,10 @@
 //! duplicate window: the outbox relay and a retried split may publish the same
 //! message twice and the stream keeps one.
 
+use std::hash::Hasher;
+
 use chrono::{DateTime, Utc};
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -118,12 +121,12 @@ impl FanoutMessage {
 
 /// FNV-1a (64 bits) of the user ids, each followed by a NUL (ids never hold one).
 fn digest(users: &[UserId]) -> u64 {
-    users
-        .iter()
-        .flat_map(|user| user.as_str().bytes().chain([0]))
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
+    let mut hasher = fnv::FnvHasher::default();
+    for user in users {
+        hasher.write(user.as_str().as_bytes());
+        hasher.write_u8(0);
+    }
+    hasher.finish()
 }
 
 /// The subjects of one deployment, under a configurable prefix.
