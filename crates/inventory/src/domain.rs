@@ -110,6 +110,14 @@ impl StockLevel {
     }
 }
 
+/// A line the store could not fill: what was asked, what was there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ShortItem {
+    pub sku: String,
+    pub requested: i64,
+    pub available: i64,
+}
+
 /// One line of a reservation request, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservationLine {

@@ -16,8 +16,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::domain::{Invalid, Quantity, ReservationLine, ReservationLines, ReservationStatus, Sku};
-use crate::error::InventoryError;
-use crate::store::{IdempotentRequest, NewReservation, ReservationRecord, Reserved};
+use crate::error::{self, InventoryError};
+use crate::store::{
+    IdempotentRequest, NewReservation, Outcome, ReservationRecord, Reserved, StoreError,
+};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -67,7 +69,10 @@ impl From<ReservationRecord> for Reservation {
             items: record
                 .items
                 .into_iter()
-                .map(|(sku, quantity)| ReservationItem { sku, quantity })
+                .map(|item| ReservationItem {
+                    sku: item.sku,
+                    quantity: item.quantity,
+                })
                 .collect(),
             created_at: record.created_at,
             expires_at: record.expires_at,
@@ -103,12 +108,12 @@ async fn create_reservation(
     let outcome = reserve(&state, &headers, body).await;
     let label = match &outcome {
         Ok(Reserved::Created(_)) => "created",
-        Ok(Reserved::Replayed { .. }) => "replayed",
-        Err(InventoryError::InsufficientStock(_)) => "insufficient_stock",
-        Err(InventoryError::Contention { .. }) => "contention",
-        Err(InventoryError::Unavailable(_)) => "unavailable",
-        Err(InventoryError::Busy(_)) => "busy",
-        Err(InventoryError::Database(_)) => "error",
+        Ok(Reserved::Replayed(_)) => "replayed",
+        Err(InventoryError::Store(StoreError::InsufficientStock(_))) => "insufficient_stock",
+        Err(InventoryError::Store(StoreError::Contention { .. })) => "contention",
+        Err(InventoryError::Store(StoreError::Unavailable(_))) => "unavailable",
+        Err(InventoryError::Store(StoreError::Busy(_))) => "busy",
+        Err(InventoryError::Store(StoreError::Database(_))) => "error",
         Err(_) => "rejected",
     };
     metrics::counter!("inventory_reservations_total", "outcome" => label).increment(1);
@@ -119,22 +124,18 @@ async fn create_reservation(
             record.id,
             Json(Reservation::from(record)).into_response(),
         ),
-        Reserved::Replayed { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
-            let mut response = if status.is_success() {
-                let id = body["id"]
-                    .as_str()
-                    .and_then(|id| id.parse().ok())
-                    .unwrap_or_default();
-                created(status, id, Json(body).into_response())
-            } else {
-                // A recorded refusal: the original problem document.
-                let mut refusal = (status, Json(body)).into_response();
-                refusal.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(service_kit::problem::PROBLEM_JSON),
-                );
-                refusal
+        Reserved::Replayed(outcome) => {
+            let mut response = match outcome {
+                Outcome::Held { reservation } => created(
+                    StatusCode::CREATED,
+                    reservation.id,
+                    Json(Reservation::from(reservation)).into_response(),
+                ),
+                // A recorded refusal: the same problem document as the first time.
+                Outcome::InsufficientStock { items } => {
+                    error::insufficient_stock(&items).into_response()
+                }
+                Outcome::UnknownSkus { skus } => error::unknown_skus(&skus).into_response(),
             };
             response
                 .headers_mut()
@@ -187,10 +188,9 @@ async fn reserve(
     let idempotency = key.map(|key| IdempotentRequest { key, fingerprint });
     state
         .store
-        .reserve(&request, idempotency, |record| {
-            serde_json::to_value(Reservation::from(record.clone())).unwrap_or_default()
-        })
+        .reserve(&request, idempotency)
         .await
+        .map_err(InventoryError::from)
 }
 
 fn created(status: StatusCode, id: Uuid, mut response: Response) -> Response {

@@ -8,9 +8,9 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::StoreError;
 use super::retry::{Step, in_transaction};
 use super::{PgStore, lock_products_of};
-use crate::error::InventoryError;
 
 /// Which expired holds to release.
 #[derive(Debug, Clone, Copy)]
@@ -135,7 +135,7 @@ pub(super) async fn release_holds(
 impl PgStore {
     /// Releases up to `batch` expired holds in one transaction; returns how many.
     #[tracing::instrument(skip(self))]
-    pub async fn sweep_expired(&self, batch: i64) -> Result<usize, InventoryError> {
+    pub async fn sweep_expired(&self, batch: i64) -> Result<usize, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let released = in_transaction!(&mut conn, &self.settings.retry, "sweep", |tx| async move {
             Ok(Step::Commit(ExpiryScope::Oldest(batch).release(tx).await?))
@@ -149,7 +149,7 @@ impl PgStore {
         &self,
         conn: &mut PgConnection,
         skus: &[String],
-    ) -> Result<(), InventoryError> {
+    ) -> Result<(), StoreError> {
         if !has_due_holds(conn, skus).await? {
             return Ok(());
         }
@@ -167,7 +167,7 @@ impl PgStore {
     pub async fn purge_idempotency_keys(
         &self,
         retention: std::time::Duration,
-    ) -> Result<u64, InventoryError> {
+    ) -> Result<u64, StoreError> {
         let deleted = sqlx::query!(
             "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
             retention.as_secs_f64(),

@@ -28,14 +28,16 @@
 //! from outside the service costs a request at most the lock timeout (`503`),
 //! never a pooled connection for longer.
 
+mod error;
 mod expiry;
 mod products;
 mod reservations;
 mod retry;
 mod strategy;
 
+pub use error::StoreError;
 pub use expiry::ExpiryScope;
-pub use reservations::{IdempotentRequest, NewReservation, Reserved};
+pub use reservations::{IdempotentRequest, NewReservation, Outcome, Reserved};
 pub use retry::RetryPolicy;
 pub use strategy::LockingStrategy;
 
@@ -98,14 +100,22 @@ pub struct LedgerRow {
 }
 
 /// A reservation with its lines, as a reader should see it: a hold past its
-/// expiry reads as expired even before the sweeper has released it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// expiry reads as expired even before the sweeper has released it. Kept as
+/// JSON with an idempotency key (see [`Outcome`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReservationRecord {
     pub id: Uuid,
     pub status: ReservationStatus,
-    pub items: Vec<(String, i64)>,
+    pub items: Vec<HeldItem>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// Units of one product held by a reservation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldItem {
+    pub sku: String,
+    pub quantity: i64,
 }
 
 /// Locks the products named by `skus` in byte order, in one statement. Every

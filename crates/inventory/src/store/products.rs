@@ -1,9 +1,9 @@
 //! Products: create, read, update with optimistic locking, ledger pages.
 
+use super::StoreError;
 use super::retry::{Step, in_transaction};
 use super::{LedgerRow, PgStore, ProductRow};
 use crate::domain::{ProductName, Sku, StockLevel};
-use crate::error::InventoryError;
 
 impl PgStore {
     /// Creates a product with `stock` received, and its `received` ledger row.
@@ -13,7 +13,7 @@ impl PgStore {
         sku: &Sku,
         name: &ProductName,
         stock: StockLevel,
-    ) -> Result<ProductRow, InventoryError> {
+    ) -> Result<ProductRow, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let product = in_transaction!(
             &mut conn,
@@ -33,7 +33,7 @@ impl PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(product) = inserted else {
-                    return Err(InventoryError::DuplicateSku(sku.to_string()));
+                    return Err(StoreError::DuplicateSku(sku.to_string()));
                 };
                 if stock.get() > 0 {
                     record_received(tx, sku, stock.get()).await?;
@@ -49,7 +49,7 @@ impl PgStore {
     /// released, so a read never counts an expired hold and never waits for a
     /// writer.
     #[tracing::instrument(skip(self), fields(sku = %sku))]
-    pub async fn product(&self, sku: &Sku) -> Result<ProductRow, InventoryError> {
+    pub async fn product(&self, sku: &Sku) -> Result<ProductRow, StoreError> {
         sqlx::query_as!(
             ProductRow,
             r#"SELECT p.sku, p.name, p.received,
@@ -67,7 +67,7 @@ impl PgStore {
         )
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| InventoryError::ProductNotFound(sku.to_string()))
+        .ok_or_else(|| StoreError::ProductNotFound(sku.to_string()))
     }
 
     /// Renames and/or restocks a product if `precondition` accepts its current
@@ -80,7 +80,7 @@ impl PgStore {
         precondition: &(dyn Fn(i64) -> bool + Sync),
         name: Option<&ProductName>,
         restock: Option<StockLevel>,
-    ) -> Result<ProductRow, InventoryError> {
+    ) -> Result<ProductRow, StoreError> {
         let restock = restock.map_or(0, StockLevel::get);
         let mut conn = self.pool.acquire().await?;
         let product = in_transaction!(
@@ -95,10 +95,10 @@ impl PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(current_version) = current else {
-                    return Err(InventoryError::ProductNotFound(sku.to_string()));
+                    return Err(StoreError::ProductNotFound(sku.to_string()));
                 };
                 if !precondition(current_version) {
-                    return Err(InventoryError::VersionMismatch { current_version });
+                    return Err(StoreError::VersionMismatch { current_version });
                 }
                 let updated = sqlx::query_as!(
                     ProductRow,
@@ -134,7 +134,7 @@ impl PgStore {
         sku: &Sku,
         before: Option<i64>,
         limit: i64,
-    ) -> Result<(Vec<LedgerRow>, Option<i64>), InventoryError> {
+    ) -> Result<(Vec<LedgerRow>, Option<i64>), StoreError> {
         let exists = sqlx::query_scalar!(
             r#"SELECT EXISTS (SELECT 1 FROM products WHERE sku = $1) AS "exists!""#,
             sku.as_str(),
@@ -142,7 +142,7 @@ impl PgStore {
         .fetch_one(&self.pool)
         .await?;
         if !exists {
-            return Err(InventoryError::ProductNotFound(sku.to_string()));
+            return Err(StoreError::ProductNotFound(sku.to_string()));
         }
         let mut rows = sqlx::query_as!(
             LedgerRow,

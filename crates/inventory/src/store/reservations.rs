@@ -1,15 +1,16 @@
 //! Reservations: hold stock with optimistic locking, confirm, cancel, read.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::StoreError;
 use super::expiry::release_holds;
 use super::retry::{Step, in_transaction};
 use super::strategy::{LockingStrategy, Taken, take_stock};
-use super::{PgStore, ReservationRecord, lock_products_of};
-use crate::domain::{ReservationLines, ReservationStatus};
-use crate::error::InventoryError;
+use super::{HeldItem, PgStore, ReservationRecord, lock_products_of};
+use crate::domain::{ReservationLines, ReservationStatus, ShortItem};
 
 /// The idempotency scope of `POST /v1/reservations`.
 const RESERVATIONS_SCOPE: &str = "POST /v1/reservations";
@@ -24,13 +25,35 @@ pub struct NewReservation {
 /// The outcome of [`PgStore::reserve`].
 #[derive(Debug, Clone)]
 pub enum Reserved {
-    /// A new hold, with the response body recorded for its idempotency key.
+    /// A new hold (recorded with its idempotency key, if it had one).
     Created(ReservationRecord),
-    /// A retry of an earlier request with the same key: its original answer.
-    Replayed {
-        status: u16,
-        body: serde_json::Value,
-    },
+    /// A retry of an earlier request with the same key: what that one came to.
+    Replayed(Outcome),
+}
+
+/// What a reservation request came to, as recorded with its idempotency key:
+/// a hold, or a refusal that the same request would meet again (with what
+/// the store saw then). Transient failures are not recorded, so a retry of
+/// those can succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Held { reservation: ReservationRecord },
+    InsufficientStock { items: Vec<ShortItem> },
+    UnknownSkus { skus: Vec<String> },
+}
+
+impl Outcome {
+    /// The outcome to record for a refusal, if it is one to record.
+    fn of_refusal(refusal: &StoreError) -> Option<Self> {
+        match refusal {
+            StoreError::InsufficientStock(items) => Some(Self::InsufficientStock {
+                items: items.clone(),
+            }),
+            StoreError::UnknownSkus(skus) => Some(Self::UnknownSkus { skus: skus.clone() }),
+            _ => None,
+        }
+    }
 }
 
 /// An idempotency key and the request it arrived with.
@@ -43,7 +66,7 @@ pub struct IdempotentRequest<'a> {
 
 /// A final answer, committed either way: a hold (or a replay), or a refusal
 /// recorded with the idempotency key.
-type Answer = Result<Reserved, InventoryError>;
+type Answer = Result<Reserved, StoreError>;
 
 impl PgStore {
     /// Holds stock for every line or for none.
@@ -55,51 +78,50 @@ impl PgStore {
     /// compare-and-set retries the whole transaction (see `retry`).
     ///
     /// With `idempotency`, the key is claimed in the same transaction and the
-    /// final answer is recorded with it: `render`'s body for a new hold, or the
-    /// problem for a refusal (unknown sku, insufficient stock), so a retry gets
-    /// the original answer whatever the stock has done since.
+    /// [`Outcome`] is recorded with it (the hold, or a refusal: unknown sku,
+    /// insufficient stock), so a retry gets the original answer whatever the
+    /// stock has done since.
     #[tracing::instrument(skip_all, fields(lines = request.lines.len()))]
     pub async fn reserve(
         &self,
         request: &NewReservation,
         idempotency: Option<IdempotentRequest<'_>>,
-        render: impl Fn(&ReservationRecord) -> serde_json::Value,
-    ) -> Result<Reserved, InventoryError> {
+    ) -> Result<Reserved, StoreError> {
         let mut conn = self.pool.acquire().await?;
         self.release_due_holds(&mut conn, &request.lines.skus())
             .await?;
         let strategy = self.settings.strategy;
         let idempotency = idempotency.as_ref();
         in_transaction!(&mut conn, &self.settings.retry, "reserve", |tx| {
-            reserve_once(tx, request, idempotency, strategy, &render)
+            reserve_once(tx, request, idempotency, strategy)
         })
     }
 
     /// Reads a reservation; a hold past its expiry reads as `expired`. Takes no lock.
     #[tracing::instrument(skip(self))]
-    pub async fn reservation(&self, id: Uuid) -> Result<ReservationRecord, InventoryError> {
+    pub async fn reservation(&self, id: Uuid) -> Result<ReservationRecord, StoreError> {
         let mut conn = self.pool.acquire().await?;
         load_reservation(&mut conn, id, false)
             .await?
             .map(|(record, _)| record)
-            .ok_or_else(|| InventoryError::ReservationNotFound(id.to_string()))
+            .ok_or_else(|| StoreError::ReservationNotFound(id.to_string()))
     }
 
     /// Held → confirmed: the held stock becomes sold. Confirming a confirmed
     /// reservation answers it again; a cancelled or expired one is a conflict.
     #[tracing::instrument(skip(self))]
-    pub async fn confirm(&self, id: Uuid) -> Result<ReservationRecord, InventoryError> {
+    pub async fn confirm(&self, id: Uuid) -> Result<ReservationRecord, StoreError> {
         self.finish(id, Finish::Confirm).await
     }
 
     /// Held → cancelled: the held stock goes back to available. Cancelling a
     /// cancelled reservation answers it again; a confirmed or expired one is a conflict.
     #[tracing::instrument(skip(self))]
-    pub async fn cancel(&self, id: Uuid) -> Result<ReservationRecord, InventoryError> {
+    pub async fn cancel(&self, id: Uuid) -> Result<ReservationRecord, StoreError> {
         self.finish(id, Finish::Cancel).await
     }
 
-    async fn finish(&self, id: Uuid, finish: Finish) -> Result<ReservationRecord, InventoryError> {
+    async fn finish(&self, id: Uuid, finish: Finish) -> Result<ReservationRecord, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let operation = finish.action();
         in_transaction!(&mut conn, &self.settings.retry, operation, |tx| {
@@ -137,9 +159,9 @@ async fn finish_once(
     tx: &mut PgConnection,
     id: Uuid,
     finish: Finish,
-) -> Result<Step<Result<ReservationRecord, InventoryError>>, InventoryError> {
+) -> Result<Step<Result<ReservationRecord, StoreError>>, StoreError> {
     let Some((record, due)) = load_reservation(tx, id, true).await? else {
-        return Err(InventoryError::ReservationNotFound(id.to_string()));
+        return Err(StoreError::ReservationNotFound(id.to_string()));
     };
     if due {
         release_holds(tx, &[id], "expired").await?;
@@ -148,7 +170,7 @@ async fn finish_once(
         return Ok(Step::Commit(Ok(record)));
     }
     if record.status != ReservationStatus::Held {
-        return Ok(Step::Commit(Err(InventoryError::ReservationState {
+        return Ok(Step::Commit(Err(StoreError::ReservationState {
             status: record.status,
             action: finish.action(),
         })));
@@ -169,8 +191,7 @@ async fn reserve_once(
     request: &NewReservation,
     idempotency: Option<&IdempotentRequest<'_>>,
     strategy: LockingStrategy,
-    render: &impl Fn(&ReservationRecord) -> serde_json::Value,
-) -> Result<Step<Answer>, InventoryError> {
+) -> Result<Step<Answer>, StoreError> {
     let Some(idem) = idempotency else {
         return Ok(match hold(tx, request, strategy).await? {
             Some(record) => Step::Commit(Ok(Reserved::Created(record))),
@@ -181,8 +202,8 @@ async fn reserve_once(
     // for that transaction's outcome: committed → we replay its answer;
     // rolled back → the key is ours.
     let claimed = sqlx::query!(
-        "INSERT INTO idempotency_keys (scope, key, request, status_code, response_body)
-         VALUES ($1, $2, $3, 0, 'null')
+        "INSERT INTO idempotency_keys (scope, key, request, outcome)
+         VALUES ($1, $2, $3, 'null')
          ON CONFLICT (scope, key) DO NOTHING",
         RESERVATIONS_SCOPE,
         idem.key,
@@ -194,7 +215,7 @@ async fn reserve_once(
         == 1;
     if !claimed {
         let original = sqlx::query!(
-            r#"SELECT request = $3 AS "same!", status_code, response_body
+            r#"SELECT request = $3 AS "same!", outcome
                FROM idempotency_keys WHERE scope = $1 AND key = $2"#,
             RESERVATIONS_SCOPE,
             idem.key,
@@ -203,28 +224,32 @@ async fn reserve_once(
         .fetch_one(&mut *tx)
         .await?;
         if !original.same {
-            return Err(InventoryError::IdempotencyKeyReused);
+            return Err(StoreError::IdempotencyKeyReused);
         }
-        return Ok(Step::Commit(Ok(Reserved::Replayed {
-            status: u16::try_from(original.status_code).unwrap_or(201),
-            body: original.response_body,
-        })));
+        let outcome = serde_json::from_value(original.outcome).map_err(|error| {
+            StoreError::Database(sqlx::Error::Decode(
+                format!("an idempotency record holds no outcome: {error}").into(),
+            ))
+        })?;
+        return Ok(Step::Commit(Ok(Reserved::Replayed(outcome))));
     }
     // Undo the hold, not the claim, if the request is refused.
     sqlx::query("SAVEPOINT hold").execute(&mut *tx).await?;
     match hold(tx, request, strategy).await {
         Ok(Some(record)) => {
-            record_answer(tx, idem.key, 201, &render(&record)).await?;
+            let held = Outcome::Held {
+                reservation: record.clone(),
+            };
+            record_outcome(tx, idem.key, &held).await?;
             Ok(Step::Commit(Ok(Reserved::Created(record))))
         }
         Ok(None) => Ok(Step::Conflict),
-        Err(refusal) => match refusal.recordable_problem() {
-            Some(problem) => {
+        Err(refusal) => match Outcome::of_refusal(&refusal) {
+            Some(outcome) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT hold")
                     .execute(&mut *tx)
                     .await?;
-                let body = serde_json::to_value(&problem).unwrap_or_default();
-                record_answer(tx, idem.key, problem.status, &body).await?;
+                record_outcome(tx, idem.key, &outcome).await?;
                 Ok(Step::Commit(Err(refusal)))
             }
             None => Err(refusal),
@@ -232,20 +257,19 @@ async fn reserve_once(
     }
 }
 
-/// Records the final answer to an idempotent request with its key.
-async fn record_answer(
+/// Records what an idempotent request came to, with its key.
+async fn record_outcome(
     tx: &mut PgConnection,
     key: &str,
-    status: u16,
-    body: &serde_json::Value,
-) -> Result<(), sqlx::Error> {
+    outcome: &Outcome,
+) -> Result<(), StoreError> {
+    let outcome = serde_json::to_value(outcome)
+        .map_err(|error| StoreError::Database(sqlx::Error::Encode(error.into())))?;
     sqlx::query!(
-        "UPDATE idempotency_keys SET status_code = $3, response_body = $4
-         WHERE scope = $1 AND key = $2",
+        "UPDATE idempotency_keys SET outcome = $3 WHERE scope = $1 AND key = $2",
         RESERVATIONS_SCOPE,
         key,
-        i16::try_from(status).unwrap_or(500),
-        body,
+        outcome,
     )
     .execute(&mut *tx)
     .await?;
@@ -258,7 +282,7 @@ async fn hold(
     tx: &mut PgConnection,
     request: &NewReservation,
     strategy: LockingStrategy,
-) -> Result<Option<ReservationRecord>, InventoryError> {
+) -> Result<Option<ReservationRecord>, StoreError> {
     if take_stock(tx, &request.lines, strategy).await? == Taken::Conflict {
         return Ok(None);
     }
@@ -291,7 +315,11 @@ async fn hold(
     Ok(Some(ReservationRecord {
         id,
         status: ReservationStatus::Held,
-        items: skus.into_iter().zip(quantities).collect(),
+        items: skus
+            .into_iter()
+            .zip(quantities)
+            .map(|(sku, quantity)| HeldItem { sku, quantity })
+            .collect(),
         created_at: inserted.created_at,
         expires_at: inserted.expires_at,
     }))
@@ -376,7 +404,10 @@ async fn load_reservation(
         status,
         items: items
             .into_iter()
-            .map(|line| (line.sku, line.quantity))
+            .map(|line| HeldItem {
+                sku: line.sku,
+                quantity: line.quantity,
+            })
             .collect(),
         created_at: head.created_at,
         expires_at: head.expires_at,

@@ -8,7 +8,7 @@
 //! serialization failure (`40001`), a detected deadlock (`40P01`), or a version
 //! conflict the body reports itself — the transaction is rolled back and run
 //! again after a jittered exponential backoff, until the policy's attempts or
-//! time budget are spent; then the caller gets [`InventoryError::Contention`]
+//! time budget are spent; then the caller gets [`StoreError::Contention`]
 //! (`503` + `Retry-After`). Everything else (a refusal, a lock timeout, the
 //! database gone) is returned at once.
 
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
-use crate::error::InventoryError;
+use super::StoreError;
 
 /// What one run of a transaction's body came to.
 #[derive(Debug)]
@@ -57,8 +57,8 @@ impl RetryPolicy {
 }
 
 /// Why a run was retried, as the `cause` label of the retry metric.
-fn retry_cause(error: &InventoryError) -> Option<&'static str> {
-    let InventoryError::Database(sqlx::Error::Database(db)) = error else {
+fn retry_cause(error: &StoreError) -> Option<&'static str> {
+    let StoreError::Database(sqlx::Error::Database(db)) = error else {
         return None;
     };
     match db.code().as_deref() {
@@ -69,7 +69,7 @@ fn retry_cause(error: &InventoryError) -> Option<&'static str> {
 }
 
 /// Runs a write transaction under [`Retry`]: `$body` is a future that uses
-/// `$tx: &mut PgConnection` and resolves to `Result<Step<T>, InventoryError>`;
+/// `$tx: &mut PgConnection` and resolves to `Result<Step<T>, StoreError>`;
 /// the whole expression resolves to `T`, or returns the error from the
 /// enclosing function.
 ///
@@ -120,7 +120,7 @@ impl<'p> Retry<'p> {
     pub(super) async fn begin<'c>(
         &self,
         conn: &'c mut PgConnection,
-    ) -> Result<Transaction<'c, Postgres>, InventoryError> {
+    ) -> Result<Transaction<'c, Postgres>, StoreError> {
         Ok(conn
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await?)
@@ -132,13 +132,13 @@ impl<'p> Retry<'p> {
     pub(super) async fn settle<T>(
         &mut self,
         tx: Transaction<'_, Postgres>,
-        run: Result<Step<T>, InventoryError>,
-    ) -> Result<Option<T>, InventoryError> {
+        run: Result<Step<T>, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
         let cause = match run {
             Ok(Step::Commit(value)) => match tx.commit().await {
                 Ok(()) => return Ok(Some(self.finished(value))),
                 Err(error) => {
-                    let error = InventoryError::from(error);
+                    let error = StoreError::from(error);
                     retry_cause(&error).ok_or(error)?
                 }
             },
@@ -165,7 +165,7 @@ impl<'p> Retry<'p> {
         if self.attempt >= self.policy.max_attempts
             || self.started.elapsed() + backoff >= self.policy.budget
         {
-            return Err(InventoryError::Contention {
+            return Err(StoreError::Contention {
                 attempts: self.attempt,
             });
         }

@@ -9,8 +9,9 @@ use sqlx::PgConnection;
 
 use super::lock_products;
 
+use super::StoreError;
 use crate::domain::ReservationLines;
-use crate::error::{InventoryError, ShortItem};
+use crate::domain::ShortItem;
 
 /// How concurrent reservations of the same product are kept apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,7 +54,7 @@ pub(super) async fn take_stock(
     tx: &mut PgConnection,
     lines: &ReservationLines,
     strategy: LockingStrategy,
-) -> Result<Taken, InventoryError> {
+) -> Result<Taken, StoreError> {
     match strategy {
         LockingStrategy::Optimistic => optimistic(tx, lines).await,
         LockingStrategy::Pessimistic => pessimistic(tx, lines).await,
@@ -61,10 +62,7 @@ pub(super) async fn take_stock(
     }
 }
 
-async fn optimistic(
-    tx: &mut PgConnection,
-    lines: &ReservationLines,
-) -> Result<Taken, InventoryError> {
+async fn optimistic(tx: &mut PgConnection, lines: &ReservationLines) -> Result<Taken, StoreError> {
     let stock = read_stock(tx, lines, false).await?;
     check_stock(lines, &stock)?;
     let skus = lines.skus();
@@ -111,17 +109,14 @@ async fn optimistic(
     Ok(Taken::Yes)
 }
 
-async fn pessimistic(
-    tx: &mut PgConnection,
-    lines: &ReservationLines,
-) -> Result<Taken, InventoryError> {
+async fn pessimistic(tx: &mut PgConnection, lines: &ReservationLines) -> Result<Taken, StoreError> {
     let stock = read_stock(tx, lines, true).await?;
     check_stock(lines, &stock)?;
     move_to_reserved(tx, lines).await?;
     Ok(Taken::Yes)
 }
 
-async fn guarded(tx: &mut PgConnection, lines: &ReservationLines) -> Result<Taken, InventoryError> {
+async fn guarded(tx: &mut PgConnection, lines: &ReservationLines) -> Result<Taken, StoreError> {
     // With several lines, lock them in sku order, and take a savepoint so the
     // lines that fit are undone when another does not while the transaction
     // (and its idempotency claim) lives on. One line cannot half-succeed.
@@ -190,7 +185,7 @@ async fn read_stock(
     tx: &mut PgConnection,
     lines: &ReservationLines,
     for_update: bool,
-) -> Result<HashMap<String, StockRow>, InventoryError> {
+) -> Result<HashMap<String, StockRow>, StoreError> {
     let rows = if for_update {
         sqlx::query_as!(
             StockRow,
@@ -224,14 +219,14 @@ struct StockRow {
 fn check_stock(
     lines: &ReservationLines,
     stock: &HashMap<String, StockRow>,
-) -> Result<(), InventoryError> {
+) -> Result<(), StoreError> {
     let missing: Vec<String> = lines
         .iter()
         .filter(|line| !stock.contains_key(line.sku.as_str()))
         .map(|line| line.sku.to_string())
         .collect();
     if !missing.is_empty() {
-        return Err(InventoryError::UnknownSkus(missing));
+        return Err(StoreError::UnknownSkus(missing));
     }
     let short: Vec<ShortItem> = lines
         .iter()
@@ -246,6 +241,6 @@ fn check_stock(
     if short.is_empty() {
         Ok(())
     } else {
-        Err(InventoryError::InsufficientStock(short))
+        Err(StoreError::InsufficientStock(short))
     }
 }
