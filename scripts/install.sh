@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # scripts/install.sh — install what the local stack needs; only what is missing.
 #
-# apt (Debian): postgresql, nats-server, maven, curl, python3. Java 17+ must already be there.
+# apt (Debian): postgresql, maven, curl, python3 (and nats-server when there is no Go). Java 17+
+# must already be there.
+# nats-server $NATS_VERSION: built with `go install` from the Go module proxy into
+# $CAP_CACHE_DIR/nats-server-<version> (Debian's 2.9 cannot sync every JetStream write
+# before acknowledging it, `sync_interval: always`, which needs 2.10 or newer).
 # Cassandra $CASSANDRA_VERSION: Maven Central has no binary distribution for 5.0, so we fetch
 # cassandra-all and its runtime dependencies into $CAP_CACHE_DIR/cassandra-<version>/lib
 # (outside the clone, reused by every clone on this machine). Idempotent and quiet on re-runs.
@@ -14,7 +18,7 @@ export DEBIAN_FRONTEND=noninteractive
 install_packages() {
   local missing=()
   pg_bindir >/dev/null || missing+=(postgresql)
-  [[ -x "$NATS_SERVER" ]] || missing+=(nats-server)
+  [[ -x "$NATS_SERVER" ]] || command -v go >/dev/null || missing+=(nats-server)
   command -v mvn >/dev/null || missing+=(maven)
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
@@ -29,6 +33,28 @@ install_packages() {
   apt-get update -qq >/dev/null
   apt-get install -y -qq "${missing[@]}" >/dev/null
   NATS_SERVER=$(command -v nats-server || echo /usr/sbin/nats-server)
+}
+
+fetch_nats() {
+  local tmp
+  [[ -x "$NATS_HOME/bin/nats-server" ]] && return 0
+  if ! command -v go >/dev/null; then
+    warn "nats: no go to build nats-server $NATS_VERSION; start.sh will run $NATS_SERVER, which may not sync each write"
+    return 0
+  fi
+  log "nats: building nats-server $NATS_VERSION (go install) into $NATS_HOME"
+  mkdir -p "$CAP_CACHE_DIR"
+  tmp=$(mktemp -d "$CAP_CACHE_DIR/.nats-server-$NATS_VERSION.XXXXXX")
+  chmod 755 "$tmp"
+  if ! GOBIN="$tmp/bin" go install "github.com/nats-io/nats-server/v2@v$NATS_VERSION" >"$tmp/go.log" 2>&1; then
+    tail -n 30 "$tmp/go.log" >&2
+    rm -rf "$tmp"
+    die "nats: go install nats-server $NATS_VERSION failed"
+  fi
+  rm -f "$tmp/go.log"
+  rm -rf "$NATS_HOME"
+  mv "$tmp" "$NATS_HOME"
+  log "nats: $("$NATS_HOME/bin/nats-server" --version) in $NATS_HOME"
 }
 
 check_java() {
@@ -80,5 +106,6 @@ POM
 }
 
 install_packages
+fetch_nats
 check_java
 fetch_cassandra

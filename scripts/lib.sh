@@ -29,7 +29,14 @@ PG_WAIT_TIMEOUT="${PG_WAIT_TIMEOUT:-60}"
 NATS_WAIT_TIMEOUT="${NATS_WAIT_TIMEOUT:-30}"
 CASSANDRA_WAIT_TIMEOUT="${CASSANDRA_WAIT_TIMEOUT:-180}"
 
-NATS_SERVER="${NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}"   # Debian: /usr/sbin
+# nats-server: the $NATS_VERSION that install.sh builds into $NATS_HOME with `go install` if it is
+# there, else the one on PATH (Debian's package: /usr/sbin, 2.9.10 on bookworm). JetStream syncs
+# every write before acknowledging it only from 2.10 on (`sync_interval: always`, see nats.conf.in).
+NATS_VERSION="${NATS_VERSION:-2.12.15}"
+NATS_HOME="$CAP_CACHE_DIR/nats-server-$NATS_VERSION"   # bin/nats-server
+if [[ -z "${NATS_SERVER:-}" && -x "$NATS_HOME/bin/nats-server" ]]; then NATS_SERVER="$NATS_HOME/bin/nats-server"; fi
+NATS_SERVER="${NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}"
+NATS_SYNC_MIN_VERSION=2.10.0   # the first nats-server with `sync_interval: always`
 if [[ -n "${JAVA_HOME:-}" ]]; then JAVA="${JAVA:-$JAVA_HOME/bin/java}"; else JAVA="${JAVA:-java}"; fi
 
 ALL_SERVICES=(cassandra postgres nats)   # start order: slowest first

@@ -65,15 +65,28 @@ start_postgres() {
   ensure_database "$bin"
 }
 
+# nats_syncs_always VERSION — true if nats-server VERSION can sync every JetStream write.
+nats_syncs_always() {
+  [[ -n "$1" && "$(printf '%s\n' "$NATS_SYNC_MIN_VERSION" "$1" | sort -V | head -n1)" == "$NATS_SYNC_MIN_VERSION" ]]
+}
+
 start_nats() {
+  local dir="$LOCAL_DIR/nats" conf="$LOCAL_DIR/nats/nats.conf" version drop=()
   running nats "$NATS_PORT" && return 0
   [[ -x "$NATS_SERVER" ]] || die "nats: nats-server not found; run scripts/install.sh"
-  mkdir -p "$LOCAL_DIR/nats"
-  log "nats: starting on 127.0.0.1:$NATS_PORT (monitor 127.0.0.1:$NATS_MONITOR_PORT, JetStream)"
-  # The monitoring listener binds to the -a address too. Both nats-server and the redirect append.
+  mkdir -p "$dir"
+  version=$("$NATS_SERVER" --version 2>/dev/null | sed -n 's/.*v\([0-9][0-9.]*\).*/\1/p')
+  if ! nats_syncs_always "$version"; then
+    warn "nats: nats-server ${version:-of unknown version} ($NATS_SERVER) cannot sync each JetStream write before acknowledging it (needs $NATS_SYNC_MIN_VERSION+): a host crash can lose messages acknowledged in the last minute; scripts/install.sh builds $NATS_VERSION"
+    drop=(-e '/sync_interval:/d')
+  fi
+  sed -e "s|@PORT@|$NATS_PORT|g" -e "s|@MONITOR_PORT@|$NATS_MONITOR_PORT|g" \
+    -e "s|@LOG_FILE@|$LOG_DIR/nats.log|g" -e "s|@STORE_DIR@|$dir|g" "${drop[@]}" \
+    "$SCRIPTS_DIR/nats.conf.in" >"$conf"
+  log "nats: starting ${version:-?} on 127.0.0.1:$NATS_PORT (monitor 127.0.0.1:$NATS_MONITOR_PORT, JetStream, config $conf)"
+  # Both nats-server (log_file) and the redirect append to the same log.
   # shellcheck disable=SC2094
-  setsid "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -js -sd "$LOCAL_DIR/nats" \
-    -l "$LOG_DIR/nats.log" </dev/null >>"$LOG_DIR/nats.log" 2>&1 &
+  setsid "$NATS_SERVER" -c "$conf" </dev/null >>"$LOG_DIR/nats.log" 2>&1 &
   echo $! >"$(pid_file nats)"
 }
 

@@ -267,7 +267,7 @@ async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     async_nats::ConnectOptions::new()
         .connection_timeout(CONNECT_TIMEOUT)
-        .connect(url)
+        .connect(timeline::publisher::nats_servers(url))
         .await
         .with_context(|| {
             format!("NATS is not reachable at {url} (is it running? `make stack` starts it)")

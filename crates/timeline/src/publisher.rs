@@ -234,12 +234,22 @@ impl FanoutPublisher {
 
 /// A NATS client for the API and the worker, connecting in the background:
 /// both start (and report not-ready) while NATS is away, as an AP service should.
+/// `url` may list the servers of a cluster, comma-separated; the client picks
+/// any that answers and moves to another when it goes.
 pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
     // One TLS provider for the whole workspace (ring); a second install is a no-op.
     let _ = rustls::crypto::ring::default_provider().install_default();
     async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
-        .connect(url)
+        .connect(nats_servers(url))
         .await
         .map_err(|error| anyhow::anyhow!("connecting to NATS at {url}: {error}"))
+}
+
+/// The servers of a `NATS_URL`: one URL, or several separated by commas.
+pub fn nats_servers(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+        .collect()
 }

@@ -16,6 +16,10 @@
 //!   0.0.0.0 inside the container; the host side is loopback only;
 //! - every healthcheck probes an endpoint the service kit serves, on that port;
 //! - the fan-out worker has no fixed name or host port, so it scales;
+//! - every NATS server runs an image that can sync each JetStream write before
+//!   its ack, with a config that does; the `cluster` profile runs three servers
+//!   that route to each other, each with its own name and volume, and the
+//!   timeline services there know all three and keep 3 replicas of a stream;
 //! - Prometheus scrapes every service on its port; the Grafana dashboard uses
 //!   the provisioned data source and only metrics the code records.
 
@@ -53,6 +57,7 @@ struct ComposeFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Service {
+    image: Option<String>,
     /// Present on the services built from `./Dockerfile`.
     build: Option<serde::de::IgnoredAny>,
     command: Option<StringOrList>,
@@ -202,6 +207,23 @@ fn configurations() -> Vec<Configuration> {
     all
 }
 
+impl Configuration {
+    /// Whether `service` runs in this configuration: it has no profile, or
+    /// this one, and the env file does not scale it to zero.
+    fn runs(&self, service: &Service) -> bool {
+        let enabled = service.profiles.is_empty()
+            || self
+                .profile
+                .as_ref()
+                .is_some_and(|p| service.profiles.contains(p));
+        let scale = service
+            .scale
+            .as_deref()
+            .map_or(Ok("1".to_owned()), |v| interpolate(v, &self.vars));
+        enabled && scale.as_deref() != Ok("0")
+    }
+}
+
 /// Compose's `${NAME:-default}` / `${NAME}` interpolation (and `$$`), with the
 /// variables of one configuration. A bare `$NAME` is refused: always give a default.
 fn interpolate(value: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
@@ -344,14 +366,16 @@ fn store_hosts(env: &str, value: &str) -> Vec<(String, u16)> {
                 .unwrap_or_else(|_| panic!("{env}: bad port in `{s}`")),
         )
     };
+    let url_host_port = |url: &str| -> (String, u16) {
+        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let authority = after_scheme.split('/').next().unwrap_or(after_scheme);
+        host_port(authority.rsplit_once('@').map_or(authority, |(_, h)| h))
+    };
     match env {
         "CASSANDRA_NODES" => value.split(',').map(host_port).collect(),
-        "NATS_URL" | "DATABASE_URL" => {
-            let after_scheme = value.split_once("://").map_or(value, |(_, rest)| rest);
-            let authority = after_scheme.split('/').next().unwrap_or(after_scheme);
-            let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            vec![host_port(host_and_port)]
-        }
+        // A comma-separated list of servers of one cluster.
+        "NATS_URL" => value.split(',').map(str::trim).map(url_host_port).collect(),
+        "DATABASE_URL" => vec![url_host_port(value)],
         _ => Vec::new(),
     }
 }
@@ -411,22 +435,11 @@ fn every_value_parses_in_every_configuration() {
 fn services_connect_to_stores_that_run_and_wait_for_them() {
     let compose = compose();
     for configuration in configurations() {
-        // Services started in this configuration: no profile, or its profile,
-        // and not scaled to zero by the env file.
         let running = |service: &str| -> bool {
-            let Some(s) = compose.services.get(service) else {
-                return false;
-            };
-            let enabled = s.profiles.is_empty()
-                || configuration
-                    .profile
-                    .as_ref()
-                    .is_some_and(|p| s.profiles.contains(p));
-            let scale = s
-                .scale
-                .as_deref()
-                .map_or(Ok("1".to_owned()), |v| interpolate(v, &configuration.vars));
-            enabled && scale.as_deref() != Ok("0")
+            compose
+                .services
+                .get(service)
+                .is_some_and(|s| configuration.runs(s))
         };
         for (name, service, _) in app_services(&compose) {
             for (env, value) in &service.environment {
@@ -631,6 +644,283 @@ fn binaries_and_bind_mounts_exist() {
                 assert!(
                     root().join(source).exists(),
                     "{name}: mounts {source}, which does not exist"
+                );
+            }
+        }
+    }
+}
+
+// --------------------------------------------------------------------- NATS --
+
+/// The oldest nats-server with `sync_interval: always` (JetStream fsyncs each
+/// write before the publisher gets its ack).
+const NATS_SYNC_ALWAYS_SINCE: (u32, u32) = (2, 10);
+
+/// The services run from the `nats` image.
+fn nats_servers(compose: &ComposeFile) -> BTreeMap<&str, &Service> {
+    compose
+        .services
+        .iter()
+        .filter(|(_, s)| s.image.as_deref().is_some_and(|i| i.starts_with("nats:")))
+        .map(|(name, s)| (name.as_str(), s))
+        .collect()
+}
+
+/// `(major, minor)` of a `nats:<major>.<minor>[.<patch>]-<variant>` tag.
+fn nats_image_version(image: &str) -> Option<(u32, u32)> {
+    let tag = image.strip_prefix("nats:")?;
+    let version = tag.split('-').next()?;
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The value of `--flag value` or `--flag=value` in a command.
+fn flag_value(words: &[String], flag: &str) -> Option<String> {
+    words.iter().enumerate().find_map(|(i, word)| {
+        if word == flag {
+            words.get(i + 1).cloned()
+        } else {
+            word.strip_prefix(&format!("{flag}=")).map(str::to_owned)
+        }
+    })
+}
+
+/// The repository file a service's nats-server reads its `--config` from,
+/// through the service's bind mounts.
+fn nats_config_file(name: &str, service: &Service) -> PathBuf {
+    let words = service.command.as_ref().map(StringOrList::words);
+    let words = words.unwrap_or_default();
+    let in_container = flag_value(&words, "--config")
+        .or_else(|| flag_value(&words, "-c"))
+        .unwrap_or_else(|| panic!("{name}: nats-server runs without --config"));
+    service
+        .volumes
+        .iter()
+        .find_map(|volume| {
+            let mut parts = volume.split(':');
+            let source = parts.next()?.strip_prefix("./")?;
+            let target = parts.next()?;
+            let rest = in_container.strip_prefix(target)?.trim_start_matches('/');
+            Some(root().join(source).join(rest))
+        })
+        .unwrap_or_else(|| panic!("{name}: {in_container} is not bind-mounted from the repository"))
+}
+
+/// The settings of a nats-server config file, one per line without comments,
+/// with every `include`d file in its place.
+fn nats_config_lines(path: &Path) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut lines = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with("//") {
+            continue;
+        }
+        match line.strip_prefix("include ") {
+            Some(included) => {
+                let included = included
+                    .trim()
+                    .trim_matches(|c| matches!(c, '"' | '\'' | ';'));
+                let dir = path.parent().expect("a config file lives in a directory");
+                lines.extend(nats_config_lines(&dir.join(included)));
+            }
+            None => lines.push(line.to_owned()),
+        }
+    }
+    lines
+}
+
+/// The value of `key: value` (or `key = value`, `key value`) in one line.
+fn nats_setting<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix(key)?;
+    rest.starts_with([':', '=', ' '])
+        .then(|| rest.trim_start_matches([':', '=', ' ']).trim_matches('"'))
+}
+
+/// The lines inside the top-level block `name { ... }`.
+fn nats_block<'a>(lines: &'a [String], name: &str) -> Vec<&'a str> {
+    let mut inside = Vec::new();
+    let mut depth = 0usize;
+    for line in lines {
+        if depth == 0 {
+            if nats_setting(line, name).is_some_and(|rest| rest.starts_with('{')) {
+                depth = 1;
+            }
+            continue;
+        }
+        depth += line.matches('{').count();
+        depth = depth.saturating_sub(line.matches('}').count());
+        if depth > 0 {
+            inside.push(line.as_str());
+        }
+    }
+    inside
+}
+
+#[test]
+fn every_nats_server_syncs_each_write_before_its_ack() {
+    let compose = compose();
+    let servers = nats_servers(&compose);
+    assert!(!servers.is_empty(), "no service runs the nats image");
+    for (name, service) in servers {
+        let image = service.image.as_deref().expect("filtered on the image");
+        let version = nats_image_version(image).unwrap_or_else(|| {
+            panic!("{name}: pin the nats image to a minor version (nats:2.N-alpine), not `{image}`")
+        });
+        assert!(
+            version >= NATS_SYNC_ALWAYS_SINCE,
+            "{name}: {image} predates `sync_interval: always` ({NATS_SYNC_ALWAYS_SINCE:?})"
+        );
+        let config = nats_config_lines(&nats_config_file(name, service));
+        let jetstream = nats_block(&config, "jetstream");
+        assert!(
+            jetstream
+                .iter()
+                .any(|l| nats_setting(l, "sync_interval") == Some("always")),
+            "{name}: its config does not set `sync_interval: always` in `jetstream {{}}`"
+        );
+        let store = jetstream
+            .iter()
+            .find_map(|l| nats_setting(l, "store_dir"))
+            .unwrap_or_else(|| panic!("{name}: no jetstream store_dir"));
+        assert!(
+            service
+                .volumes
+                .iter()
+                .any(|v| !v.starts_with('.') && v.split(':').nth(1) == Some(store)),
+            "{name}: JetStream stores under {store}, which is not a named volume"
+        );
+    }
+}
+
+#[test]
+fn the_cluster_profile_runs_three_nats_servers_that_route_to_each_other() {
+    let compose = compose();
+    let cluster: BTreeMap<&str, &Service> = nats_servers(&compose)
+        .into_iter()
+        .filter(|(_, s)| s.profiles.iter().any(|p| p == "cluster"))
+        .collect();
+    assert_eq!(
+        cluster.len(),
+        3,
+        "the cluster profile runs three NATS servers, not {:?}",
+        cluster.keys()
+    );
+    let mut server_names = BTreeSet::new();
+    let mut volumes = BTreeSet::new();
+    for (name, service) in &cluster {
+        let words = service.command.as_ref().expect("a command").words();
+        let server_name = flag_value(&words, "--name")
+            .unwrap_or_else(|| panic!("{name}: JetStream clustering needs a server name (--name)"));
+        server_names.insert(server_name);
+        volumes.extend(
+            service
+                .volumes
+                .iter()
+                .filter(|v| !v.starts_with('.'))
+                .filter_map(|v| v.split(':').next()),
+        );
+
+        let config = nats_config_lines(&nats_config_file(name, service));
+        let block = nats_block(&config, "cluster");
+        assert!(
+            block.iter().any(|l| nats_setting(l, "name").is_some()),
+            "{name}: the cluster needs a name"
+        );
+        let port: u16 = block
+            .iter()
+            .find_map(|l| nats_setting(l, "port"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no cluster port"));
+        let routes: BTreeSet<(String, u16)> = block
+            .iter()
+            .flat_map(|l| l.split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']')))
+            .filter(|token| token.contains("://"))
+            .flat_map(|url| store_hosts("NATS_URL", url.trim_matches('"')))
+            .collect();
+        let every_server: BTreeSet<(String, u16)> =
+            cluster.keys().map(|n| ((*n).to_owned(), port)).collect();
+        assert_eq!(
+            routes, every_server,
+            "{name}: routes must reach all three servers on their cluster port"
+        );
+    }
+    assert_eq!(
+        server_names.len(),
+        3,
+        "every server needs a name of its own: {server_names:?}"
+    );
+    assert_eq!(
+        volumes.len(),
+        3,
+        "every server needs a volume of its own: {volumes:?}"
+    );
+}
+
+#[test]
+fn timeline_services_know_every_nats_server_and_keep_a_replica_on_each() {
+    let compose = compose();
+    let servers = nats_servers(&compose);
+    let binaries = binaries();
+    for configuration in configurations() {
+        let running: BTreeSet<String> = servers
+            .iter()
+            .filter(|(_, s)| configuration.runs(s))
+            .map(|(name, _)| (*name).to_owned())
+            .collect();
+        for (name, service, binary) in app_services(&compose) {
+            let Some(url) = service.environment.get("NATS_URL") else {
+                continue;
+            };
+            let url = interpolate(url, &configuration.vars).expect("interpolates");
+            let hosts: BTreeSet<String> = store_hosts("NATS_URL", &url)
+                .into_iter()
+                .map(|(host, _)| host)
+                .collect();
+            assert_eq!(
+                hosts, running,
+                "{}: {name} must know every NATS server that runs, to reach the others when one is down",
+                configuration.name
+            );
+            // Unset, the binary's own default applies.
+            let replicas = match service.environment.get("NATS_STREAM_REPLICAS") {
+                Some(value) => interpolate(value, &configuration.vars).expect("interpolates"),
+                None => binaries[binary]
+                    .get_arguments()
+                    .find(|a| a.get_env().is_some_and(|e| e == "NATS_STREAM_REPLICAS"))
+                    .and_then(|a| a.get_default_values().first())
+                    .and_then(|d| d.to_str())
+                    .expect("the binary reads NATS_STREAM_REPLICAS")
+                    .to_owned(),
+            };
+            assert_eq!(
+                replicas.parse::<usize>().ok(),
+                Some(running.len()),
+                "{}: {name}: NATS_STREAM_REPLICAS={replicas} with {} NATS server(s): one copy on each",
+                configuration.name,
+                running.len()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_binaries_accept_every_nats_url() {
+    let compose = compose();
+    for configuration in configurations() {
+        for (name, service, _) in app_services(&compose) {
+            let Some(url) = service.environment.get("NATS_URL") else {
+                continue;
+            };
+            let url = interpolate(url, &configuration.vars).expect("interpolates");
+            // The services' own connect: it parses the servers at once and
+            // connects in the background, so no server is needed here.
+            if let Err(error) = timeline::publisher::connect_nats(&url).await {
+                panic!(
+                    "{}: {name}: NATS_URL={url} is refused: {error:#}",
+                    configuration.name
                 );
             }
         }
