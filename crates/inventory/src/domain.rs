@@ -12,7 +12,7 @@ pub const MAX_STOCK: i64 = 1_000_000_000;
 pub const MAX_ITEMS: usize = 100;
 
 pub use service_kit::validate::Invalid;
-use service_kit::validate::no_control_characters;
+use service_kit::validate::{identifier, no_control_characters};
 
 /// A stock-keeping unit: 1–64 of `A-Z a-z 0-9 . _ -`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -21,18 +21,7 @@ pub struct Sku(String);
 
 impl Sku {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let valid_chars = raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if raw.is_empty() || raw.len() > 64 || !valid_chars {
-            return Err(Invalid::new(
-                "sku",
-                format!(
-                    "sku must be 1-64 characters of A-Z a-z 0-9 . _ - (got {} characters)",
-                    raw.chars().count()
-                ),
-            ));
-        }
+        identifier("sku", raw)?;
         Ok(Self(raw.to_owned()))
     }
 

@@ -45,9 +45,37 @@ pub fn no_control_characters(field: &'static str, raw: &str) -> Result<(), Inval
     }
 }
 
+/// Checks an identifier (a sku, a user id): 1–64 characters of
+/// `A-Z a-z 0-9 . _ -`, the alphabet every service uses for the ids it is
+/// given, so they are safe in paths, subjects and logs as they are.
+pub fn identifier(field: &'static str, raw: &str) -> Result<(), Invalid> {
+    let valid_chars = raw
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if raw.is_empty() || raw.len() > 64 || !valid_chars {
+        return Err(Invalid::new(
+            field,
+            format!(
+                "{field} must be 1-64 characters of A-Z a-z 0-9 . _ - (got {} characters)",
+                raw.chars().count()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identifiers_use_one_alphabet() {
+        assert!(identifier("sku", "ABC-1.x_2").is_ok());
+        assert!(identifier("sku", &"a".repeat(64)).is_ok());
+        for bad in ["", "a b", "é", "a\u{0}", &"a".repeat(65)] {
+            assert_eq!(identifier("user_id", bad).expect_err(bad).field, "user_id");
+        }
+    }
 
     #[test]
     fn control_characters_are_refused_with_the_field_named() {

@@ -47,19 +47,19 @@ fn encode(cursor: &Cursor) -> String {
 }
 
 fn decode(raw: &str) -> Result<Cursor, Invalid> {
-    let bad = || Invalid("cursor is not one this service issued".into());
+    let bad = || Invalid::new("cursor", "cursor is not one this service issued");
     let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
     serde_json::from_slice(&bytes).map_err(|_| bad())
 }
 
 fn wrong_list() -> Invalid {
-    Invalid("cursor belongs to another list".into())
+    Invalid::new("cursor", "cursor belongs to another list")
 }
 
 fn paging_bytes(raw: &str) -> Result<Vec<u8>, Invalid> {
     URL_SAFE_NO_PAD
         .decode(raw)
-        .map_err(|_| Invalid("cursor is not one this service issued".into()))
+        .map_err(|_| Invalid::new("cursor", "cursor is not one this service issued"))
 }
 
 /// The cursor of a graph list after `paging_state`.

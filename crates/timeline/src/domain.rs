@@ -18,10 +18,7 @@ pub const MAX_PAGE_LIMIT: u32 = 100;
 /// Items per page when the client does not say.
 pub const DEFAULT_PAGE_LIMIT: u32 = 20;
 
-/// Why a value was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+pub use service_kit::validate::Invalid;
 
 /// A user id: 1 to 64 of `A-Z a-z 0-9 _ . -`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -30,14 +27,7 @@ pub struct UserId(String);
 
 impl UserId {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let valid_chars = raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if raw.is_empty() || raw.len() > 64 || !valid_chars {
-            return Err(Invalid(format!(
-                "user id {raw:?} must match ^[A-Za-z0-9_.-]{{1,64}}$"
-            )));
-        }
+        service_kit::validate::identifier("user_id", raw)?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -83,9 +73,10 @@ impl PostId {
     }
 
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let uuid =
-            Uuid::parse_str(raw).map_err(|_| Invalid(format!("post id {raw:?} is not a UUID")))?;
-        Self::from_uuid(uuid).ok_or_else(|| Invalid(format!("post id {raw:?} is not a timeuuid")))
+        let uuid = Uuid::parse_str(raw)
+            .map_err(|_| Invalid::new("id", format!("post id {raw:?} is not a UUID")))?;
+        Self::from_uuid(uuid)
+            .ok_or_else(|| Invalid::new("id", format!("post id {raw:?} is not a timeuuid")))
     }
 
     pub fn from_uuid(uuid: Uuid) -> Option<Self> {
@@ -141,13 +132,14 @@ pub struct Content(String);
 impl Content {
     pub fn parse(raw: String) -> Result<Self, Invalid> {
         if raw.trim().is_empty() {
-            return Err(Invalid("content must not be empty".into()));
+            return Err(Invalid::new("content", "content must not be empty"));
         }
         let chars = raw.chars().count();
         if chars > MAX_CONTENT_CHARS {
-            return Err(Invalid(format!(
-                "content has {chars} characters; at most {MAX_CONTENT_CHARS} are allowed"
-            )));
+            return Err(Invalid::new(
+                "content",
+                format!("content has {chars} characters; at most {MAX_CONTENT_CHARS} are allowed"),
+            ));
         }
         Ok(Self(raw))
     }
@@ -169,9 +161,10 @@ impl PageLimit {
     pub fn parse(raw: Option<u32>) -> Result<Self, Invalid> {
         match raw.unwrap_or(DEFAULT_PAGE_LIMIT) {
             n @ 1..=MAX_PAGE_LIMIT => Ok(Self(n)),
-            n => Err(Invalid(format!(
-                "limit {n} is out of range 1..={MAX_PAGE_LIMIT}"
-            ))),
+            n => Err(Invalid::new(
+                "limit",
+                format!("limit {n} is out of range 1..={MAX_PAGE_LIMIT}"),
+            )),
         }
     }
 

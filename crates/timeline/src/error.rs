@@ -36,9 +36,10 @@ pub enum Error {
 impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::BadPagingState(_) => {
-                Self::BadParameter(Invalid("cursor is not one this service issued".into()))
-            }
+            StoreError::BadPagingState(_) => Self::BadParameter(Invalid::new(
+                "cursor",
+                "cursor is not one this service issued",
+            )),
             error => Self::Store(Box::new(error)),
         }
     }
@@ -47,8 +48,10 @@ impl From<StoreError> for Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let problem = match self {
-            Self::BadParameter(invalid) => Problem::bad_request(invalid.0),
-            Self::Validation(invalid) => Problem::validation(invalid.0),
+            Self::BadParameter(invalid) => {
+                Problem::bad_request(invalid.message).with_extension("field", invalid.field)
+            }
+            Self::Validation(invalid) => invalid.into(),
             Self::SelfFollow => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "self-follow",

@@ -107,7 +107,7 @@ async fn change_follow(
         return Err(match change {
             Change::Follow => Error::SelfFollow,
             Change::Unfollow => {
-                Error::Validation(Invalid("a user cannot unfollow themselves".into()))
+                Error::Validation(Invalid::new("target", "a user cannot unfollow themselves"))
             }
         });
     }
