@@ -147,6 +147,44 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str, timeout: Duration)
     .await;
 }
 
+/// The Prometheus text page of the service at `base` (`{base}/metrics`).
+pub async fn metrics_page(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// A counter's value in a Prometheus text page, summed over the label sets
+/// whose line contains `label` (`""` for every one); 0 when absent.
+pub fn counter(page: &str, name: &str, label: &str) -> f64 {
+    page.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+                && line.contains(label)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends `request`, checks the answer's status, and returns its JSON body.
+pub async fn json_with_status<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    status: u16,
+) -> T {
+    let response = request.send().await.expect("the service answers");
+    let actual = response.status().as_u16();
+    let text = response.text().await.expect("a body");
+    assert_eq!(actual, status, "answered {actual}: {text}");
+    serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("not the JSON expected ({error}): {text}"))
+}
+
 /// Checks that `response` is an RFC 9457 problem with `status` and returns its body.
 pub async fn expect_problem(response: reqwest::Response, status: u16) -> serde_json::Value {
     assert_eq!(response.status(), status);

@@ -124,20 +124,8 @@ async fn fanout_reports_convergence_and_every_timeline_agrees() {
     );
     // Reads merge and dedup, so they cannot show a duplicate row; the rows the
     // worker wrote can: one per post and follower of its author, no more.
-    let metrics = app
-        .client
-        .get(format!("http://{worker_addr}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let written: f64 = metrics
-        .lines()
-        .filter(|line| line.starts_with("timeline_fanout_rows_written_total"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let metrics = e2e::metrics_page(&app.client, &format!("http://{worker_addr}")).await;
+    let written = e2e::counter(&metrics, "timeline_fanout_rows_written_total", "");
     #[allow(clippy::cast_precision_loss)] // a few hundred rows
     let expected_rows = expected_rows as f64;
     assert_eq!(written, expected_rows, "each fan-out row written once");

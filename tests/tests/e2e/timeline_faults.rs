@@ -93,16 +93,6 @@ async fn dead_letters(deployment: &Deployment) -> u64 {
     }
 }
 
-/// A counter's value in a Prometheus text page, summed over the label sets
-/// whose line contains `label` (0 when absent).
-fn counter(metrics: &str, name: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(name) && line.contains(label))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_cassandra_outage_longer_than_any_retry_budget_loses_no_fan_out() {
     let cassandra = CassandraInstance::start().await;
@@ -142,17 +132,9 @@ async fn a_cassandra_outage_longer_than_any_retry_budget_loses_no_fan_out() {
     )
     .await;
     tokio::time::sleep_until(outage + OUTAGE).await;
-    let metrics = app
-        .client
-        .get(format!("{worker_url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = e2e::metrics_page(&app.client, &worker_url).await;
     assert!(
-        counter(
+        e2e::counter(
             &metrics,
             "timeline_fanout_retries_total",
             "store_unavailable"

@@ -11,15 +11,6 @@ use e2e::timeline_app::{
 use futures::StreamExt;
 use uuid::Uuid;
 
-/// The value of a counter in a Prometheus text page (0 when absent).
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(name))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// How many of `followers` have `post` in their timeline.
 async fn followers_with(app: &TimelineApp, followers: &[String], post: Uuid) -> usize {
     futures::stream::iter(followers)
@@ -92,7 +83,7 @@ async fn a_worker_killed_mid_fan_out_loses_nothing_and_duplicates_nothing() {
             .text()
             .await
             .ok()?;
-        let written = counter(&metrics, "timeline_fanout_rows_written_total");
+        let written = e2e::counter(&metrics, "timeline_fanout_rows_written_total", "");
         (written > 0.0).then_some(())
     })
     .await;
