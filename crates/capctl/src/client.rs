@@ -107,14 +107,23 @@ impl ServiceClient {
     }
 }
 
-/// Sums every sample of `name` (any labels) in a Prometheus text exposition.
+/// The samples of a Prometheus text exposition (the `prometheus-parse` crate
+/// reads it; a page it cannot read has no samples).
+fn samples(text: &str) -> Vec<prometheus_parse::Sample> {
+    prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+        .map(|scrape| scrape.samples)
+        .unwrap_or_default()
+}
+
+/// Sums every sample of the counter or gauge `name` (any labels).
 pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let metric = series.split('{').next()?;
-            (metric == name).then(|| value.parse::<f64>().ok())?
+    use prometheus_parse::Value;
+    samples(text)
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .filter_map(|sample| match sample.value {
+            Value::Counter(value) | Value::Gauge(value) | Value::Untyped(value) => Some(value),
+            _ => None,
         })
         .sum()
 }
@@ -134,32 +143,16 @@ mod tests {
 /// Cumulative bucket counts `(le, count)` of a Prometheus histogram, summed
 /// over every label set, sorted by `le` (`+Inf` last).
 pub fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
-    let bucket = format!("{name}_bucket");
     let mut sums: Vec<(f64, f64)> = Vec::new();
-    for line in text.lines().filter(|line| line.starts_with(&bucket)) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
+    for sample in samples(text).iter().filter(|sample| sample.metric == name) {
+        let prometheus_parse::Value::Histogram(buckets) = &sample.value else {
             continue;
         };
-        let Some(le) = series
-            .split("le=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .and_then(|le| {
-                if le == "+Inf" {
-                    Some(f64::INFINITY)
-                } else {
-                    le.parse().ok()
-                }
-            })
-        else {
-            continue;
-        };
-        let Ok(count) = value.parse::<f64>() else {
-            continue;
-        };
-        match sums.iter_mut().find(|(bound, _)| *bound == le) {
-            Some((_, sum)) => *sum += count,
-            None => sums.push((le, count)),
+        for bucket in buckets {
+            match sums.iter_mut().find(|(le, _)| *le == bucket.less_than) {
+                Some((_, sum)) => *sum += bucket.count,
+                None => sums.push((bucket.less_than, bucket.count)),
+            }
         }
     }
     sums.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -196,10 +189,8 @@ mod histogram_tests {
 
     #[test]
     fn quantiles_come_from_the_bucket_deltas() {
-        let before =
-            "lag_bucket{le=\"0.1\"} 1\nlag_bucket{le=\"1\"} 1\nlag_bucket{le=\"+Inf\"} 1\n";
-        let after =
-            "lag_bucket{le=\"0.1\"} 51\nlag_bucket{le=\"1\"} 100\nlag_bucket{le=\"+Inf\"} 101\n";
+        let before = "# TYPE lag histogram\nlag_bucket{le=\"0.1\"} 1\nlag_bucket{le=\"1\"} 1\nlag_bucket{le=\"+Inf\"} 1\n";
+        let after = "# TYPE lag histogram\nlag_bucket{le=\"0.1\"} 51\nlag_bucket{le=\"1\"} 100\nlag_bucket{le=\"+Inf\"} 101\n";
         let (b, a) = (
             histogram_buckets(before, "lag"),
             histogram_buckets(after, "lag"),
