@@ -585,3 +585,35 @@ async fn a_poison_message_is_dead_lettered_to_its_own_bounded_stream_and_counted
     worker.stop().await;
     app.deployment.delete_stream().await;
 }
+
+/// A worker started with a new consumer configuration updates the existing
+/// durable consumer in place, keeping what it holds.
+#[tokio::test]
+async fn an_existing_consumer_takes_a_changed_configuration() {
+    let app = TimelineApp::spawn(&[]).await;
+    // The consumer's ack_wait once the worker has set it (it does so after
+    // it is ready, in the background).
+    let deployment = &app.deployment;
+    let ack_wait_becomes = |secs: u64| async move {
+        eventually("the consumer's ack_wait", CONVERGENCE, || async move {
+            let client = async_nats::connect(&deployment.nats_url).await.ok()?;
+            let jetstream = async_nats::jetstream::new(client);
+            let stream = jetstream.get_stream(&deployment.stream).await.ok()?;
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                stream.get_consumer(&deployment.consumer).await.ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.config.ack_wait == std::time::Duration::from_secs(secs)).then_some(())
+        })
+        .await;
+    };
+    let first = app.spawn_worker(&["--fanout-ack-wait-secs", "30"]).await;
+    ack_wait_becomes(30).await;
+    first.stop().await;
+    let second = app.spawn_worker(&["--fanout-ack-wait-secs", "7"]).await;
+    ack_wait_becomes(7).await;
+    // And it still works: a follow is processed.
+    app.follow(&unique_user("a"), &unique_user("b")).await;
+    wait_drained(&app.deployment, CONVERGENCE).await;
+    second.stop().await;
+    app.deployment.delete_stream().await;
+}
