@@ -14,6 +14,16 @@
 #              cql-insert-loop` (the same INSERTs straight to Cassandra, at the
 #              worker's concurrency); `capctl fanout --rate` at half the peak
 #              sustainable post rate (lag); `capctl read-load` at one and quorum.
+#   relay      `timeline` and `timeline-worker` on a nats-server of their own
+#              (spare port, temporary store): one author and its followers
+#              (`capctl relay-catchup graph`), nats-server stopped, posts that
+#              all wait in the outbox (`relay-catchup post`), nats-server started
+#              again while `relay-catchup measure` times the relay re-publishing
+#              them and every follower converging.
+#   celebrity  an author with BENCH_CELEBRITY_FOLLOWERS followers written
+#              straight to Cassandra (`capctl follower-load`) in a keyspace of
+#              its own; `capctl celebrity-reads` (post → seen by sampled
+#              followers, rows the worker wrote) and `capctl read-load` on them.
 #   memory     VmHWM of every service process.
 #
 # Writes bench/results/latest.md (and the raw outputs under bench/results/raw/),
@@ -24,7 +34,11 @@
 # BENCH_WARMUP_SECS (1), BENCH_STRATEGIES, BENCH_CONCURRENCY ("1 16 64"),
 # BENCH_SPREAD_SKUS (10000), BENCH_USERS (1000), BENCH_FOLLOWS (30),
 # BENCH_POST_SECS (5), BENCH_POST_CONCURRENCY (32), BENCH_READ_CONCURRENCY ("4 16"), BENCH_LAG_SECS (15),
-# BENCH_SKIP_BUILD=1, BENCH_SKIP_STACK=1.
+# BENCH_RELAY_POSTS (3000), BENCH_RELAY_FOLLOWERS (50), BENCH_CELEBRITY_FOLLOWERS (1000000),
+# BENCH_CELEBRITY_SAMPLE (200), BENCH_CELEBRITY_POSTS (5), BENCH_CELEBRITY_READ_CONCURRENCY (16),
+# BENCH_ONLY (the sections to run, in this order: "inventory timeline relay celebrity"),
+# BENCH_SKIP_BUILD=1, BENCH_SKIP_STACK=1. The relay section's API takes OUTBOX_RELAY_AFTER_SECS,
+# OUTBOX_RELAY_INTERVAL_MS and OUTBOX_SHARDS from the environment (the service's defaults otherwise).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -40,6 +54,21 @@ BENCH_POST_SECS="${BENCH_POST_SECS:-5}"
 BENCH_POST_CONCURRENCY="${BENCH_POST_CONCURRENCY:-32}"
 BENCH_READ_CONCURRENCY="${BENCH_READ_CONCURRENCY:-4 16}"
 BENCH_LAG_SECS="${BENCH_LAG_SECS:-15}"
+BENCH_RELAY_POSTS="${BENCH_RELAY_POSTS:-3000}"
+BENCH_RELAY_FOLLOWERS="${BENCH_RELAY_FOLLOWERS:-50}"
+BENCH_CELEBRITY_FOLLOWERS="${BENCH_CELEBRITY_FOLLOWERS:-1000000}"
+BENCH_CELEBRITY_SAMPLE="${BENCH_CELEBRITY_SAMPLE:-200}"
+BENCH_CELEBRITY_POSTS="${BENCH_CELEBRITY_POSTS:-5}"
+BENCH_CELEBRITY_READ_CONCURRENCY="${BENCH_CELEBRITY_READ_CONCURRENCY:-16}"
+BENCH_SECTIONS=(inventory timeline relay celebrity)
+BENCH_ONLY="${BENCH_ONLY:-${BENCH_SECTIONS[*]}}"
+for section in $BENCH_ONLY; do
+  [[ " ${BENCH_SECTIONS[*]} " == *" $section "* ]] || die "unknown BENCH_ONLY section '$section' (expected: ${BENCH_SECTIONS[*]})"
+done
+# The relay section's outbox settings: the service's defaults unless set.
+OUTBOX_RELAY_AFTER_SECS="${OUTBOX_RELAY_AFTER_SECS:-5}"
+OUTBOX_RELAY_INTERVAL_MS="${OUTBOX_RELAY_INTERVAL_MS:-1000}"
+OUTBOX_SHARDS="${OUTBOX_SHARDS:-8}"
 # Must match the worker's defaults below (FANOUT_CONCURRENCY, FANOUT_WRITE_CONCURRENCY).
 FANOUT_CONCURRENCY=16
 FANOUT_WRITE_CONCURRENCY=32
@@ -52,10 +81,14 @@ PG_BIN=$(pg_bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 export PGHOST=127.0.0.1 PGPORT="$PG_PORT" PGUSER=postgres
 PSQL=("$PG_BIN/psql" -X -q -w -v ON_ERROR_STOP=1)
 KEYSPACE=capbench
+# The celebrity's graph lives in a keyspace of its own: its celebrity set must
+# not add work to the other timeline benches' reads.
+CELEBRITY_KEYSPACE=capbench_celebrity
 
 started_at=$(date +%s)
 pids=()
 service_dbs=()
+temp_dirs=()
 
 cleanup() {
   local pid
@@ -68,6 +101,9 @@ cleanup() {
   pids=()
   for db in "${service_dbs[@]}"; do
     "$PG_BIN/dropdb" -w --if-exists "$db" 2>/dev/null || true
+  done
+  for dir in "${temp_dirs[@]}"; do
+    rm -rf "$dir"
   done
 }
 trap cleanup EXIT
@@ -89,10 +125,15 @@ start() {
 
 # stop PID — SIGTERM one service we started and wait for it.
 stop() {
-  local pid=$1 keep=() p
-  kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  for p in "${pids[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  forget "$1"
+}
+
+# forget PID — a process we started that has ended: no longer one to stop at exit.
+forget() {
+  local keep=() p
+  for p in "${pids[@]}"; do [[ "$p" == "$1" ]] || keep+=("$p"); done
   pids=("${keep[@]}")
 }
 
@@ -145,122 +186,292 @@ fi
 if [[ "${BENCH_SKIP_STACK:-0}" != 1 ]]; then
   "$SCRIPTS_DIR/up.sh"
 fi
-for tool in curl python3 "$PG_BIN/pgbench"; do
+tools=(curl python3)
+[[ " $BENCH_ONLY " == *" inventory "* ]] && tools+=("$PG_BIN/pgbench")
+[[ " $BENCH_ONLY " == *" relay "* ]] && tools+=("$NATS_SERVER")
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || die "$tool is needed by the benchmarks"
 done
 rm -rf "$RAW"
 mkdir -p "$RAW"
 {
   echo "{\"started\": \"$(date -u +%FT%TZ)\", \"cpus\": $(nproc), \"secs\": $BENCH_SECS,"
+  echo " \"sections\": \"$BENCH_ONLY\","
   echo " \"cpu_model\": \"$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)\","
   echo " \"postgres\": \"$("${PSQL[@]}" -d postgres -Atc 'SHOW server_version')\"}"
 } >"$RAW/meta.json"
 
 # ---------------------------------------------------------------- inventory
-for strategy in $BENCH_STRATEGIES; do
-  service_db="capbench_inv_$strategy"
-  pgbench_db="capbench_pgbench_$strategy"
-  service_dbs+=("$service_db" "$pgbench_db")
-  log "inventory ($strategy): fresh databases, service, products"
-  fresh_db "$service_db"
-  fresh_db "$pgbench_db"
-  port=$(free_port)
-  url="http://127.0.0.1:$port"
-  start inventory "$RAW/inventory-$strategy.log" \
-    RESERVATION_STRATEGY="$strategy" INVENTORY_ADDR="127.0.0.1:$port" \
-    DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$service_db" RUST_LOG=warn
-  inventory_pid=$started_pid
-  wait_ready "$url" "$inventory_pid"
-  seed "$service_db"
-  for migration in "$ROOT"/migrations/postgres/*.sql; do
-    "${PSQL[@]}" -d "$pgbench_db" -f "$migration"
-  done
-  "${PSQL[@]}" -d "$pgbench_db" -f "$BENCH_DIR/pgbench/setup.sql"
-  seed "$pgbench_db"
-
-  for workload in hot spread; do
-    if [[ $workload == hot ]]; then prefix=hot- skus=1; else prefix=spread- skus=$BENCH_SPREAD_SKUS; fi
-    for c in $BENCH_CONCURRENCY; do
-      cell="$RAW/inventory-$strategy-$workload-c$c"
-      log "inventory ($strategy, $workload, $c in flight): service"
-      capctl --inventory-url "$url" reserve-load --sku-prefix "$prefix" --skus "$skus" \
-        --concurrency "$c" --warmup-secs "$BENCH_WARMUP_SECS" --duration-secs "$BENCH_SECS" \
-        >"$cell.service.json"
-      "${PSQL[@]}" -d "$service_db" -Atc \
-        "SELECT COALESCE(SUM(GREATEST(reserved + sold - received, 0)), 0) FROM products" >"$cell.oversold"
-
-      log "inventory ($strategy, $workload, $c in flight): pgbench"
-      before=$("${PSQL[@]}" -d "$pgbench_db" -Atc 'SELECT count(*) FROM reservations')
-      threads=$((c < 2 ? c : 2))
-      "$PG_BIN/pgbench" -n -M prepared -c "$c" -j "$threads" -T "$BENCH_SECS" \
-        -f "$BENCH_DIR/pgbench/$strategy.sql" \
-        -D prefix="$prefix" -D skus="$skus" -D ttl=3600 "$pgbench_db" >"$cell.pgbench.txt" 2>&1 \
-        || { cat "$cell.pgbench.txt" >&2; die "pgbench failed"; }
-      after=$("${PSQL[@]}" -d "$pgbench_db" -Atc 'SELECT count(*) FROM reservations')
-      echo "$((after - before))" >"$cell.pgbench.holds"
+# bench_inventory — per strategy: the service next to pgbench, hot and spread, at each concurrency.
+bench_inventory() {
+  for strategy in $BENCH_STRATEGIES; do
+    service_db="capbench_inv_$strategy"
+    pgbench_db="capbench_pgbench_$strategy"
+    service_dbs+=("$service_db" "$pgbench_db")
+    log "inventory ($strategy): fresh databases, service, products"
+    fresh_db "$service_db"
+    fresh_db "$pgbench_db"
+    port=$(free_port)
+    url="http://127.0.0.1:$port"
+    start inventory "$RAW/inventory-$strategy.log" \
+      RESERVATION_STRATEGY="$strategy" INVENTORY_ADDR="127.0.0.1:$port" \
+      DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$service_db" RUST_LOG=warn
+    inventory_pid=$started_pid
+    wait_ready "$url" "$inventory_pid"
+    seed "$service_db"
+    for migration in "$ROOT"/migrations/postgres/*.sql; do
+      "${PSQL[@]}" -d "$pgbench_db" -f "$migration"
     done
+    "${PSQL[@]}" -d "$pgbench_db" -f "$BENCH_DIR/pgbench/setup.sql"
+    seed "$pgbench_db"
+
+    for workload in hot spread; do
+      if [[ $workload == hot ]]; then prefix=hot- skus=1; else prefix=spread- skus=$BENCH_SPREAD_SKUS; fi
+      for c in $BENCH_CONCURRENCY; do
+        cell="$RAW/inventory-$strategy-$workload-c$c"
+        log "inventory ($strategy, $workload, $c in flight): service"
+        capctl --inventory-url "$url" reserve-load --sku-prefix "$prefix" --skus "$skus" \
+          --concurrency "$c" --warmup-secs "$BENCH_WARMUP_SECS" --duration-secs "$BENCH_SECS" \
+          >"$cell.service.json"
+        "${PSQL[@]}" -d "$service_db" -Atc \
+          "SELECT COALESCE(SUM(GREATEST(reserved + sold - received, 0)), 0) FROM products" >"$cell.oversold"
+
+        log "inventory ($strategy, $workload, $c in flight): pgbench"
+        before=$("${PSQL[@]}" -d "$pgbench_db" -Atc 'SELECT count(*) FROM reservations')
+        threads=$((c < 2 ? c : 2))
+        "$PG_BIN/pgbench" -n -M prepared -c "$c" -j "$threads" -T "$BENCH_SECS" \
+          -f "$BENCH_DIR/pgbench/$strategy.sql" \
+          -D prefix="$prefix" -D skus="$skus" -D ttl=3600 "$pgbench_db" >"$cell.pgbench.txt" 2>&1 \
+          || { cat "$cell.pgbench.txt" >&2; die "pgbench failed"; }
+        after=$("${PSQL[@]}" -d "$pgbench_db" -Atc 'SELECT count(*) FROM reservations')
+        echo "$((after - before))" >"$cell.pgbench.holds"
+      done
+    done
+    peak_rss_mb "$inventory_pid" >"$RAW/rss-inventory-$strategy"
+    stop "$inventory_pid"
   done
-  peak_rss_mb "$inventory_pid" >"$RAW/rss-inventory-$strategy"
-  stop "$inventory_pid"
-done
+}
 
 # ---------------------------------------------------------------- timeline
-log "timeline: services on their own keyspace ($KEYSPACE) and stream"
-api_port=$(free_port)
-worker_port=$(free_port)
-timeline_env=(
-  CASSANDRA_NODES="127.0.0.1:$CASSANDRA_PORT" CASSANDRA_KEYSPACE="$KEYSPACE"
-  NATS_URL="nats://127.0.0.1:$NATS_PORT" NATS_STREAM=CAPBENCH NATS_SUBJECT_PREFIX=capbench
-  NATS_CONSUMER=capbench-fanout RUST_LOG=warn
-)
-start timeline "$RAW/timeline.log" "${timeline_env[@]}" TIMELINE_ADDR="127.0.0.1:$api_port"
-timeline_pid=$started_pid
-wait_ready "http://127.0.0.1:$api_port" "$timeline_pid"
-start timeline-worker "$RAW/timeline-worker.log" "${timeline_env[@]}" \
-  TIMELINE_WORKER_ADDR="127.0.0.1:$worker_port" \
-  FANOUT_CONCURRENCY=$FANOUT_CONCURRENCY FANOUT_WRITE_CONCURRENCY=$FANOUT_WRITE_CONCURRENCY
-worker_pid=$started_pid
-wait_ready "http://127.0.0.1:$worker_port" "$worker_pid"
-export CAPCTL_TIMELINE_URL="http://127.0.0.1:$api_port" CAPCTL_WORKER_URL="http://127.0.0.1:$worker_port"
+# bench_timeline — post accept rate, fan-out vs the raw-driver loop, lag, reads.
+bench_timeline() {
+  log "timeline: services on their own keyspace ($KEYSPACE) and stream"
+  api_port=$(free_port)
+  worker_port=$(free_port)
+  timeline_env=(
+    CASSANDRA_NODES="127.0.0.1:$CASSANDRA_PORT" CASSANDRA_KEYSPACE="$KEYSPACE"
+    NATS_URL="nats://127.0.0.1:$NATS_PORT" NATS_STREAM=CAPBENCH NATS_SUBJECT_PREFIX=capbench
+    NATS_CONSUMER=capbench-fanout RUST_LOG=warn
+  )
+  start timeline "$RAW/timeline.log" "${timeline_env[@]}" TIMELINE_ADDR="127.0.0.1:$api_port"
+  timeline_pid=$started_pid
+  wait_ready "http://127.0.0.1:$api_port" "$timeline_pid"
+  start timeline-worker "$RAW/timeline-worker.log" "${timeline_env[@]}" \
+    TIMELINE_WORKER_ADDR="127.0.0.1:$worker_port" \
+    FANOUT_CONCURRENCY=$FANOUT_CONCURRENCY FANOUT_WRITE_CONCURRENCY=$FANOUT_WRITE_CONCURRENCY
+  worker_pid=$started_pid
+  wait_ready "http://127.0.0.1:$worker_port" "$worker_pid"
+  export CAPCTL_TIMELINE_URL="http://127.0.0.1:$api_port" CAPCTL_WORKER_URL="http://127.0.0.1:$worker_port"
 
-log "timeline: graph of $BENCH_USERS users x $BENCH_FOLLOWS follows, then posts for ${BENCH_POST_SECS} s at $BENCH_POST_CONCURRENCY in flight, then the fan-out drains"
-capctl post-load --users "$BENCH_USERS" --follows "$BENCH_FOLLOWS" \
-  --concurrency "$BENCH_POST_CONCURRENCY" --warmup-secs "$BENCH_WARMUP_SECS" \
-  --duration-secs "$BENCH_POST_SECS" >"$RAW/timeline-post.json"
-user_prefix=$(json_get "$RAW/timeline-post.json" user_prefix)
+  log "timeline: graph of $BENCH_USERS users x $BENCH_FOLLOWS follows, then posts for ${BENCH_POST_SECS} s at $BENCH_POST_CONCURRENCY in flight, then the fan-out drains"
+  capctl post-load --users "$BENCH_USERS" --follows "$BENCH_FOLLOWS" \
+    --concurrency "$BENCH_POST_CONCURRENCY" --warmup-secs "$BENCH_WARMUP_SECS" \
+    --duration-secs "$BENCH_POST_SECS" >"$RAW/timeline-post.json"
+  user_prefix=$(json_get "$RAW/timeline-post.json" user_prefix)
 
-# The worker has FANOUT_CONCURRENCY messages in hand, each writing up to
-# FANOUT_WRITE_CONCURRENCY rows at once: that many rows in flight at most.
-per_message=$((BENCH_FOLLOWS < FANOUT_WRITE_CONCURRENCY ? BENCH_FOLLOWS : FANOUT_WRITE_CONCURRENCY))
-raw_concurrency=$((FANOUT_CONCURRENCY * per_message))
-log "timeline: raw-driver timeline inserts at $raw_concurrency in flight"
-capctl cql-insert-loop --cassandra-nodes "127.0.0.1:$CASSANDRA_PORT" --cassandra-keyspace "$KEYSPACE" \
-  --users "$BENCH_USERS" --user-prefix "raw-$user_prefix" --concurrency "$raw_concurrency" \
-  --warmup-secs "$BENCH_WARMUP_SECS" --duration-secs "$BENCH_SECS" >"$RAW/timeline-raw.json"
+  # The worker has FANOUT_CONCURRENCY messages in hand, each writing up to
+  # FANOUT_WRITE_CONCURRENCY rows at once: that many rows in flight at most.
+  per_message=$((BENCH_FOLLOWS < FANOUT_WRITE_CONCURRENCY ? BENCH_FOLLOWS : FANOUT_WRITE_CONCURRENCY))
+  raw_concurrency=$((FANOUT_CONCURRENCY * per_message))
+  log "timeline: raw-driver timeline inserts at $raw_concurrency in flight"
+  capctl cql-insert-loop --cassandra-nodes "127.0.0.1:$CASSANDRA_PORT" --cassandra-keyspace "$KEYSPACE" \
+    --users "$BENCH_USERS" --user-prefix "raw-$user_prefix" --concurrency "$raw_concurrency" \
+    --warmup-secs "$BENCH_WARMUP_SECS" --duration-secs "$BENCH_SECS" >"$RAW/timeline-raw.json"
 
-# Peak sustainable post rate: what the API accepts, or what the worker can fan out.
-rate=$(python3 -c '
+  # Peak sustainable post rate: what the API accepts, or what the worker can fan out.
+  rate=$(python3 -c '
 import json, sys
 post = json.load(open(sys.argv[1]))
 peak = min(post["posts_per_sec"], post["deliveries_per_sec"] / int(sys.argv[2]))
 print(max(1, int(peak / 2)))' "$RAW/timeline-post.json" "$BENCH_FOLLOWS")
-posts=$(awk -v r="$rate" -v s="$BENCH_LAG_SECS" 'BEGIN { printf "%d", r * s }')
-log "timeline: fan-out lag at $rate posts/s (half the peak), $posts posts"
-capctl fanout --users 200 --follows "$BENCH_FOLLOWS" --posts "$posts" --rate "$rate" \
-  --timeout-secs 120 >"$RAW/timeline-lag.json" || true
+  posts=$(awk -v r="$rate" -v s="$BENCH_LAG_SECS" 'BEGIN { printf "%d", r * s }')
+  log "timeline: fan-out lag at $rate posts/s (half the peak), $posts posts"
+  capctl fanout --users 200 --follows "$BENCH_FOLLOWS" --posts "$posts" --rate "$rate" \
+    --timeout-secs 120 >"$RAW/timeline-lag.json" || true
 
-for c in $BENCH_READ_CONCURRENCY; do
-  for consistency in one quorum; do
-    log "timeline: reads at $consistency, $c in flight"
-    capctl read-load --user-prefix "$user_prefix" --users "$BENCH_USERS" --consistency "$consistency" \
-      --concurrency "$c" --warmup-secs "$BENCH_WARMUP_SECS" \
-      --duration-secs "$BENCH_SECS" >"$RAW/timeline-read-$consistency-c$c.json"
+  for c in $BENCH_READ_CONCURRENCY; do
+    for consistency in one quorum; do
+      log "timeline: reads at $consistency, $c in flight"
+      capctl read-load --user-prefix "$user_prefix" --users "$BENCH_USERS" --consistency "$consistency" \
+        --concurrency "$c" --warmup-secs "$BENCH_WARMUP_SECS" \
+        --duration-secs "$BENCH_SECS" >"$RAW/timeline-read-$consistency-c$c.json"
+    done
   done
+  peak_rss_mb "$timeline_pid" >"$RAW/rss-timeline"
+  peak_rss_mb "$worker_pid" >"$RAW/rss-timeline-worker"
+  stop "$worker_pid"
+  stop "$timeline_pid"
+}
+
+# ---------------------------------------------------------------- relay
+# start_bench_nats PORT STORE LOG — a nats-server of the bench's own on 127.0.0.1:PORT,
+# JetStream in STORE, syncing every write before its ack where the server can (as the
+# local stack's does); waits until it listens and sets $started_pid.
+start_bench_nats() {
+  local port=$1 store=$2 logf=$3 version min="${NATS_SYNC_MIN_VERSION:-2.10.0}" i
+  version=$("$NATS_SERVER" --version 2>/dev/null | sed -n 's/.*v\([0-9][0-9.]*\).*/\1/p')
+  {
+    echo "listen: \"127.0.0.1:$port\""
+    echo "jetstream {"
+    echo "  store_dir: \"$store\""
+    if [[ -n "$version" && "$(printf '%s\n' "$min" "$version" | sort -V | head -n1)" == "$min" ]]; then
+      echo "  sync_interval: always"
+    fi
+    echo "}"
+  } >"$store/nats.conf"
+  "$NATS_SERVER" -c "$store/nats.conf" >>"$logf" 2>&1 &
+  started_pid=$!
+  pids+=("$started_pid")
+  for ((i = 0; i < 100; i++)); do
+    port_open 127.0.0.1 "$port" && return 0
+    kill -0 "$started_pid" 2>/dev/null || die "nats-server exited; see $logf"
+    sleep 0.1
+  done
+  die "nats-server not listening on 127.0.0.1:$port after 10 s"
+}
+
+# bench_relay — posts accepted while NATS is down, then the outbox relay's catch-up.
+bench_relay() {
+  local nats_port api_port worker_port store topic api worker relay_env
+  local nats_pid api_pid worker_pid measure_pid graph post measure_args
+  nats_port=$(free_port)
+  api_port=$(free_port)
+  worker_port=$(free_port)
+  store=$(mktemp -d "${TMPDIR:-/tmp}/capbench-nats.XXXXXX")
+  temp_dirs+=("$store")
+  log "relay: a nats-server of its own on 127.0.0.1:$nats_port, services on keyspace $KEYSPACE"
+  start_bench_nats "$nats_port" "$store" "$RAW/relay-nats.log"
+  nats_pid=$started_pid
+  # The outbox is partitioned by subject prefix: a prefix of this run's own, so
+  # rows an interrupted earlier run left behind are not relayed (and counted) now.
+  topic="capbenchrelay$(date +%s)"
+  relay_env=(
+    CASSANDRA_NODES="127.0.0.1:$CASSANDRA_PORT" CASSANDRA_KEYSPACE="$KEYSPACE"
+    NATS_URL="nats://127.0.0.1:$nats_port" NATS_STREAM=CAPBENCH_RELAY NATS_SUBJECT_PREFIX="$topic"
+    NATS_CONSUMER=capbench-relay-fanout RUST_LOG=warn
+  )
+  start timeline "$RAW/relay-timeline.log" "${relay_env[@]}" TIMELINE_ADDR="127.0.0.1:$api_port" \
+    OUTBOX_RELAY_AFTER_SECS="$OUTBOX_RELAY_AFTER_SECS" OUTBOX_RELAY_INTERVAL_MS="$OUTBOX_RELAY_INTERVAL_MS" \
+    OUTBOX_SHARDS="$OUTBOX_SHARDS"
+  api_pid=$started_pid
+  api="http://127.0.0.1:$api_port"
+  wait_ready "$api" "$api_pid"
+  start timeline-worker "$RAW/relay-timeline-worker.log" "${relay_env[@]}" \
+    TIMELINE_WORKER_ADDR="127.0.0.1:$worker_port" \
+    FANOUT_CONCURRENCY=$FANOUT_CONCURRENCY FANOUT_WRITE_CONCURRENCY=$FANOUT_WRITE_CONCURRENCY
+  worker_pid=$started_pid
+  worker="http://127.0.0.1:$worker_port"
+  wait_ready "$worker" "$worker_pid"
+  echo "{\"relay_after_secs\": $OUTBOX_RELAY_AFTER_SECS, \"relay_interval_ms\": $OUTBOX_RELAY_INTERVAL_MS, \"shards\": $OUTBOX_SHARDS}" \
+    >"$RAW/relay-config.json"
+
+  log "relay: one author, $BENCH_RELAY_FOLLOWERS followers"
+  graph="$RAW/relay-graph.json"
+  capctl --timeline-url "$api" relay-catchup graph --followers "$BENCH_RELAY_FOLLOWERS" \
+    --worker-url "$worker" >"$graph"
+  log "relay: nats-server stopped; $BENCH_RELAY_POSTS posts at $BENCH_POST_CONCURRENCY in flight"
+  stop "$nats_pid"
+  post="$RAW/relay-post.json"
+  capctl --timeline-url "$api" relay-catchup post --author "$(json_get "$graph" author)" \
+    --posts "$BENCH_RELAY_POSTS" --concurrency "$BENCH_POST_CONCURRENCY" --worker-url "$worker" >"$post"
+  # Every row is due for the relay when NATS returns: the figure is the
+  # catch-up, not the rows ageing.
+  sleep "$((OUTBOX_RELAY_AFTER_SECS + 1))"
+
+  log "relay: nats-server started again; timing the catch-up"
+  measure_args=(
+    --user-prefix "$(json_get "$graph" user_prefix)" --followers "$BENCH_RELAY_FOLLOWERS"
+    --posts "$(json_get "$post" accepted)" --relayed-before="$(json_get "$post" relayed_before)"
+    --rows-before="$(json_get "$post" rows_before)" --nats-url "nats://127.0.0.1:$nats_port"
+    --worker-url "$worker" --timeout-secs 300
+  )
+  capctl --timeline-url "$api" relay-catchup measure "${measure_args[@]}" >"$RAW/relay-measure.json" &
+  measure_pid=$!
+  pids+=("$measure_pid")
+  # Let it start watching the port, so that its clock starts when NATS listens
+  # (the report says so if it did not).
+  sleep 0.3
+  start_bench_nats "$nats_port" "$store" "$RAW/relay-nats.log"
+  nats_pid=$started_pid
+  wait "$measure_pid" || die "relay-catchup measure failed; see $RAW/relay-*.log"
+  forget "$measure_pid"
+
+  peak_rss_mb "$api_pid" >"$RAW/rss-timeline-relay"
+  peak_rss_mb "$worker_pid" >"$RAW/rss-timeline-worker-relay"
+  stop "$worker_pid"
+  stop "$api_pid"
+  stop "$nats_pid"
+  rm -rf "$store"
+}
+
+# ---------------------------------------------------------------- celebrity
+# bench_celebrity — an author with BENCH_CELEBRITY_FOLLOWERS followers: load, post → seen, reads.
+bench_celebrity() {
+  local n=$BENCH_CELEBRITY_FOLLOWERS threshold api_port worker_port api worker celebrity_env
+  local api_pid worker_pid author prefix c=$BENCH_CELEBRITY_READ_CONCURRENCY
+  ((n >= 2)) || die "BENCH_CELEBRITY_FOLLOWERS must be at least 2"
+  # The worker marks an author with more than FANOUT_CELEBRITY_THRESHOLD
+  # followers (10,000 by default) on its first post; a smaller graph gets a
+  # lower threshold so that its author is one too.
+  threshold=$((n > 10000 ? 10000 : n / 2))
+  api_port=$(free_port)
+  worker_port=$(free_port)
+  celebrity_env=(
+    CASSANDRA_NODES="127.0.0.1:$CASSANDRA_PORT" CASSANDRA_KEYSPACE="$CELEBRITY_KEYSPACE"
+    NATS_URL="nats://127.0.0.1:$NATS_PORT" NATS_STREAM=CAPBENCH_CELEBRITY
+    NATS_SUBJECT_PREFIX=capbenchceleb NATS_CONSUMER=capbench-celebrity-fanout
+    FANOUT_CELEBRITY_THRESHOLD="$threshold" RUST_LOG=warn
+  )
+  log "celebrity: services on their own keyspace ($CELEBRITY_KEYSPACE) and stream"
+  start timeline "$RAW/celebrity-timeline.log" "${celebrity_env[@]}" TIMELINE_ADDR="127.0.0.1:$api_port"
+  api_pid=$started_pid
+  api="http://127.0.0.1:$api_port"
+  wait_ready "$api" "$api_pid"
+  start timeline-worker "$RAW/celebrity-timeline-worker.log" "${celebrity_env[@]}" \
+    TIMELINE_WORKER_ADDR="127.0.0.1:$worker_port" \
+    FANOUT_CONCURRENCY=$FANOUT_CONCURRENCY FANOUT_WRITE_CONCURRENCY=$FANOUT_WRITE_CONCURRENCY
+  worker_pid=$started_pid
+  worker="http://127.0.0.1:$worker_port"
+  wait_ready "$worker" "$worker_pid"
+  echo "{\"threshold\": $threshold, \"refresh_ms\": ${TIMELINE_CELEBRITY_REFRESH_MS:-10000}}" \
+    >"$RAW/celebrity-config.json"
+
+  # Ids depend only on the size, so a second run of the same size rewrites the
+  # same rows instead of adding a million more.
+  author="star$n"
+  prefix="fan$n-"
+  log "celebrity: $n followers of $author, straight to Cassandra"
+  capctl follower-load --cassandra-nodes "127.0.0.1:$CASSANDRA_PORT" \
+    --cassandra-keyspace "$CELEBRITY_KEYSPACE" --author "$author" --follower-prefix "$prefix" \
+    --followers "$n" >"$RAW/celebrity-load.json"
+  log "celebrity: $BENCH_CELEBRITY_POSTS posts, each looked for by $BENCH_CELEBRITY_SAMPLE followers"
+  capctl --timeline-url "$api" celebrity-reads --author "$author" --follower-prefix "$prefix" \
+    --followers "$n" --sample "$BENCH_CELEBRITY_SAMPLE" --posts "$BENCH_CELEBRITY_POSTS" \
+    --concurrency "$c" --worker-url "$worker" >"$RAW/celebrity-reads.json"
+  log "celebrity: followers' timeline reads at $c in flight"
+  capctl --timeline-url "$api" read-load --user-prefix "$prefix" --users "$n" --concurrency "$c" \
+    --warmup-secs "$BENCH_WARMUP_SECS" --duration-secs "$BENCH_SECS" >"$RAW/celebrity-read.json"
+
+  peak_rss_mb "$api_pid" >"$RAW/rss-timeline-celebrity"
+  peak_rss_mb "$worker_pid" >"$RAW/rss-timeline-worker-celebrity"
+  stop "$worker_pid"
+  stop "$api_pid"
+}
+
+# ---------------------------------------------------------------- run
+for section in "${BENCH_SECTIONS[@]}"; do
+  if [[ " $BENCH_ONLY " == *" $section "* ]]; then "bench_$section"; fi
 done
-peak_rss_mb "$timeline_pid" >"$RAW/rss-timeline"
-peak_rss_mb "$worker_pid" >"$RAW/rss-timeline-worker"
-stop "$worker_pid"
-stop "$timeline_pid"
 
 # ---------------------------------------------------------------- report
 elapsed=$(($(date +%s) - started_at))

@@ -115,17 +115,19 @@ fn samples(text: &str) -> Vec<prometheus_parse::Sample> {
         .unwrap_or_default()
 }
 
-/// Sums every sample of the counter or gauge `name` (any labels).
+/// Sums every sample of the counter or gauge `name` (any labels); 0 (never
+/// -0, which reads like a flag on a command line) when there is none.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     use prometheus_parse::Value;
-    samples(text)
+    let sum: f64 = samples(text)
         .iter()
         .filter(|sample| sample.metric == name)
         .filter_map(|sample| match sample.value {
             Value::Counter(value) | Value::Gauge(value) | Value::Untyped(value) => Some(value),
             _ => None,
         })
-        .sum()
+        .sum();
+    sum + 0.0
 }
 
 #[cfg(test)]
@@ -137,6 +139,7 @@ mod tests {
         let text = "# TYPE x counter\nx{strategy=\"a\"} 3\nx{strategy=\"b\"} 4\nx_other 9\nx 1\n";
         assert_eq!(metric_sum(text, "x"), 8.0);
         assert_eq!(metric_sum(text, "missing"), 0.0);
+        assert!(metric_sum(text, "missing").is_sign_positive());
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`celebrity`]: a celebrity's followers written straight to Cassandra, and how
+//!   soon its posts reach them (`make bench`).
 //! - [`client`]: a small HTTP client for both services, and Prometheus parsing.
 //! - [`commands`]: one-request commands (products, reservations, follows, posts, timelines).
 //! - [`dead_letters`]: lists the fan-out's dead letters and replays them to their work subjects.
@@ -13,8 +15,11 @@
 //! - [`load`]: the closed-loop runner behind the benchmark subcommands.
 //! - [`reserve_load`]: holds on existing products for a fixed time (`make bench`).
 //! - [`timeline_load`]: posting with fan-out timing, and timeline reads (`make bench`).
+//! - [`relay_catchup`]: posts accepted while NATS is down, and the outbox relay's
+//!   catch-up once it returns (`make bench`).
 //! - [`raw_cql`]: the fan-out's inserts straight to Cassandra, the ceiling `make bench` compares with.
 
+pub mod celebrity;
 pub mod client;
 pub mod commands;
 pub mod dead_letters;
@@ -23,5 +28,6 @@ pub mod flash_sale;
 pub mod latency;
 pub mod load;
 pub mod raw_cql;
+pub mod relay_catchup;
 pub mod reserve_load;
 pub mod timeline_load;

@@ -3,12 +3,14 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use capctl::celebrity::{self, CelebrityReadsArgs, FollowerLoadArgs};
 use capctl::client::ServiceClient;
 use capctl::commands::{self, Everyday};
 use capctl::dead_letters::{self, DlqAction, DlqArgs};
 use capctl::fanout::{self, FanoutArgs};
 use capctl::flash_sale::{self, FlashSaleArgs};
 use capctl::raw_cql::{self, CqlInsertArgs};
+use capctl::relay_catchup::{self, RelayCatchupArgs, RelayPhase};
 use capctl::reserve_load::{self, ReserveLoadArgs};
 use capctl::timeline_load::{self, PostLoadArgs, ReadLoadArgs};
 use clap::{Parser, Subcommand};
@@ -59,6 +61,12 @@ enum Command {
     ReadLoad(ReadLoadArgs),
     /// Benchmark: the fan-out's timeline inserts straight to Cassandra, no service in between.
     CqlInsertLoop(CqlInsertArgs),
+    /// Benchmark: posts accepted while NATS is down, and how fast the outbox relay catches up.
+    RelayCatchup(RelayCatchupArgs),
+    /// Benchmark: an author's followers written straight to Cassandra (a celebrity's graph).
+    FollowerLoad(FollowerLoadArgs),
+    /// Benchmark: how soon a celebrity's posts show in a sample of followers' timelines.
+    CelebrityReads(CelebrityReadsArgs),
     /// Dead letters of the timeline fan-out: list them, or replay them to the work stream.
     Dlq(DlqArgs),
     #[command(flatten)]
@@ -84,6 +92,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ReserveLoad(args) => args.shape.concurrency,
         Command::PostLoad(args) => args.shape.concurrency.max(args.graph_concurrency),
         Command::ReadLoad(args) => args.shape.concurrency,
+        Command::RelayCatchup(RelayCatchupArgs {
+            phase: RelayPhase::Post(args),
+        }) => args.concurrency,
+        Command::RelayCatchup(_) => 32,
+        Command::CelebrityReads(args) => args.concurrency,
         _ => 4,
     };
     let inventory = ServiceClient::new("inventory", &cli.inventory_url, pool)?;
@@ -115,6 +128,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CqlInsertLoop(args) => {
             print(&raw_cql::run(&args).await?, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RelayCatchup(RelayCatchupArgs { phase }) => {
+            match phase {
+                RelayPhase::Graph(args) => {
+                    print(&relay_catchup::graph(&timeline, &args).await?, cli.json)?;
+                }
+                RelayPhase::Post(args) => {
+                    print(&relay_catchup::post(&timeline, &args).await?, cli.json)?;
+                }
+                RelayPhase::Measure(args) => {
+                    print(&relay_catchup::measure(&timeline, &args).await?, cli.json)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::FollowerLoad(args) => {
+            print(&celebrity::load_followers(&args).await?, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CelebrityReads(args) => {
+            print(
+                &celebrity::celebrity_reads(&timeline, &args).await?,
+                cli.json,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(DlqArgs { action }) => {

@@ -26,17 +26,9 @@ use crate::load::{LoadShape, LoadSummary, closed_loop};
 /// Where to write, and how hard.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CqlInsertArgs {
-    /// Contact points, comma-separated `host:port`.
-    #[arg(
-        long,
-        env = "CASSANDRA_NODES",
-        default_value = "127.0.0.1:9042",
-        value_delimiter = ','
-    )]
-    pub cassandra_nodes: Vec<String>,
-    /// Keyspace of the timeline tables (already migrated by the service).
-    #[arg(long, env = "CASSANDRA_KEYSPACE", default_value = "timeline")]
-    pub cassandra_keyspace: String,
+    /// The timeline's own Cassandra settings (nodes, keyspace).
+    #[command(flatten)]
+    pub cassandra: timeline::config::CassandraConfig,
     /// Rows go to `<user-prefix>0` … `<user-prefix><users - 1>`.
     #[arg(long, default_value = "raw-")]
     pub user_prefix: String,
@@ -75,17 +67,23 @@ async fn prepare(session: &Session, cql: &str) -> anyhow::Result<PreparedStateme
     Ok(statement)
 }
 
-pub async fn run(args: &CqlInsertArgs) -> anyhow::Result<CqlInsertReport> {
+/// A session on the timeline's keyspace, straight through the driver.
+pub async fn session(cassandra: &timeline::config::CassandraConfig) -> anyhow::Result<Session> {
     let session = SessionBuilder::new()
-        .known_nodes(&args.cassandra_nodes)
+        .known_nodes(&cassandra.cassandra_nodes)
         .connection_timeout(Duration::from_secs(3))
         .build()
         .await
         .context("connecting to Cassandra")?;
     session
-        .use_keyspace(&args.cassandra_keyspace, false)
+        .use_keyspace(&cassandra.cassandra_keyspace, false)
         .await
         .context("using the keyspace")?;
+    Ok(session)
+}
+
+pub async fn run(args: &CqlInsertArgs) -> anyhow::Result<CqlInsertReport> {
+    let session = session(&args.cassandra).await?;
     let writer = Arc::new(Writer {
         insert_feed_bucket: prepare(&session, INSERT_FEED_BUCKET_CQL).await?,
         insert_timeline: prepare(&session, INSERT_TIMELINE_CQL).await?,

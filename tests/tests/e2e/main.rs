@@ -3,6 +3,7 @@
 //! PostgreSQL, Cassandra and NATS that `make test` starts; the harness is the
 //! `e2e` library (`tests/src`).
 
+mod capctl_bench;
 mod capctl_dlq;
 mod capctl_fanout;
 mod capctl_flash_sale;
