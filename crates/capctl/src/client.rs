@@ -107,6 +107,53 @@ impl ServiceClient {
     }
 }
 
+/// The fan-out worker a command reads counters from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerUrl {
+    /// Base URL of the fan-out worker, for its delivery, lag and row metrics.
+    #[arg(
+        long,
+        env = "CAPCTL_WORKER_URL",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    pub worker_url: String,
+}
+
+impl WorkerUrl {
+    pub fn client(&self) -> anyhow::Result<ServiceClient> {
+        ServiceClient::new("fan-out worker", &self.worker_url, 4)
+    }
+}
+
+impl ServiceClient {
+    /// Every post id in a user's home timeline, newest first, across all pages.
+    pub async fn timeline_ids(&self, user: &str) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/users/{user}/timeline?limit=100");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = self
+                .get(&path)
+                .await?
+                .into_success()
+                .context("reading a timeline")?;
+            let items = page["items"].as_array().context("timeline items")?;
+            ids.extend(
+                items
+                    .iter()
+                    .filter_map(|item| item["id"].as_str().map(str::to_owned)),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(ids),
+            }
+        }
+    }
+}
+
 /// The samples of a Prometheus text exposition (the `prometheus-parse` crate
 /// reads it; a page it cannot read has no samples).
 fn samples(text: &str) -> Vec<prometheus_parse::Sample> {

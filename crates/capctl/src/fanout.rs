@@ -38,13 +38,8 @@ pub struct FanoutArgs {
     /// Give up waiting for convergence after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
-    /// Base URL of a fan-out worker, for its lag and delivery metrics.
-    #[arg(
-        long,
-        env = "CAPCTL_WORKER_URL",
-        default_value = "http://127.0.0.1:8083"
-    )]
-    pub worker_url: String,
+    #[command(flatten)]
+    pub worker: crate::client::WorkerUrl,
 }
 
 /// What the run measured, and the invariant it checked.
@@ -90,7 +85,7 @@ pub async fn run(
     let users: Vec<String> = (0..args.users)
         .map(|i| format!("{user_prefix}{i}"))
         .collect();
-    let worker = ServiceClient::new("fan-out worker", &args.worker_url, 4)?;
+    let worker = args.worker.client()?;
 
     // The graph: who follows whom; followers[author] is who should see author's posts.
     let mut followers: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -180,7 +175,7 @@ pub async fn run(
     let progress = bar(show_progress, users.len(), "converged timelines");
     loop {
         let reads = futures::stream::iter(pending.clone())
-            .map(|user| async move { (user, read_timeline(timeline, user).await) })
+            .map(|user| async move { (user, timeline.timeline_ids(user).await) })
             .buffer_unordered(args.concurrency)
             .collect::<Vec<_>>()
             .await;
@@ -240,33 +235,6 @@ pub async fn run(
         unexpected,
         invariant_holds: missing == 0 && duplicates == 0 && unexpected == 0,
     })
-}
-
-/// Every post id in a user's timeline, newest first, across all pages.
-async fn read_timeline(timeline: &ServiceClient, user: &str) -> anyhow::Result<Vec<String>> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = format!("/v1/users/{user}/timeline?limit=100");
-        if let Some(cursor) = &cursor {
-            path.push_str(&format!("&cursor={cursor}"));
-        }
-        let page = timeline
-            .get(&path)
-            .await?
-            .into_success()
-            .context("reading a timeline")?;
-        let items = page["items"].as_array().context("timeline items")?;
-        ids.extend(
-            items
-                .iter()
-                .filter_map(|item| item["id"].as_str().map(str::to_owned)),
-        );
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(ids),
-        }
-    }
 }
 
 fn bar(show: bool, len: usize, what: &str) -> ProgressBar {

@@ -41,13 +41,8 @@ pub struct PostLoadArgs {
     /// Give up waiting for the fan-out to finish after this many seconds.
     #[arg(long, default_value_t = 180)]
     pub drain_timeout_secs: u64,
-    /// Base URL of the fan-out worker, for its delivery and lag metrics.
-    #[arg(
-        long,
-        env = "CAPCTL_WORKER_URL",
-        default_value = "http://127.0.0.1:8083"
-    )]
-    pub worker_url: String,
+    #[command(flatten)]
+    pub worker: crate::client::WorkerUrl,
     #[command(flatten)]
     pub shape: LoadShape,
 }
@@ -92,7 +87,7 @@ pub async fn post_load(
         let id = uuid::Uuid::new_v4().simple().to_string();
         format!("pl{}-", &id[..8])
     });
-    let worker = ServiceClient::new("fan-out worker", &args.worker_url, 4)?;
+    let worker = args.worker.client()?;
 
     // The graph: user i follows `follows` others chosen at random.
     let graph_started = Instant::now();

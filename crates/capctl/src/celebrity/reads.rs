@@ -32,13 +32,8 @@ pub struct CelebrityReadsArgs {
     /// Give up waiting for the author's first post to be merged after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub mark_timeout_secs: u64,
-    /// Base URL of the fan-out worker, for the rows it writes.
-    #[arg(
-        long,
-        env = "CAPCTL_WORKER_URL",
-        default_value = "http://127.0.0.1:8083"
-    )]
-    pub worker_url: String,
+    #[command(flatten)]
+    pub worker: crate::client::WorkerUrl,
 }
 
 /// How soon a celebrity's posts reach its followers.
@@ -78,7 +73,7 @@ pub async fn celebrity_reads(
         args.followers > 0 && args.sample > 0 && args.concurrency > 0 && args.earlier_posts > 0,
         "followers, sample, concurrency and earlier posts must be positive"
     );
-    let worker = ServiceClient::new("fan-out worker", &args.worker_url, 4)?;
+    let worker = args.worker.client()?;
     let sample: Vec<String> = rand::seq::index::sample(
         &mut rand::rng(),
         args.followers,

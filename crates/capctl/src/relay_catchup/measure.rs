@@ -26,7 +26,7 @@ pub struct RelayMeasureArgs {
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
     #[command(flatten)]
-    pub worker: WorkerUrl,
+    pub worker: crate::client::WorkerUrl,
 }
 
 /// The catch-up, timed from the moment NATS accepted connections again.
@@ -66,7 +66,7 @@ pub async fn measure(
     timeline: &ServiceClient,
     args: &RelayMeasureArgs,
 ) -> anyhow::Result<RelayMeasureReport> {
-    let worker = ServiceClient::new("fan-out worker", &args.worker.worker_url, 4)?;
+    let worker = args.worker.client()?;
     let address = nats_address(&args.nats_url)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut nats_up_at_start = true;

@@ -57,18 +57,6 @@ pub enum RelayPhase {
     Measure(RelayMeasureArgs),
 }
 
-/// The worker whose counters the phases read.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WorkerUrl {
-    /// Base URL of the fan-out worker, for its delivery metrics.
-    #[arg(
-        long,
-        env = "CAPCTL_WORKER_URL",
-        default_value = "http://127.0.0.1:8083"
-    )]
-    pub worker_url: String,
-}
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelayGraphArgs {
     /// Followers of the author.
@@ -78,7 +66,7 @@ pub struct RelayGraphArgs {
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
     #[command(flatten)]
-    pub worker: WorkerUrl,
+    pub worker: crate::client::WorkerUrl,
 }
 
 /// What `graph` built.
@@ -101,7 +89,7 @@ pub async fn graph(
     let id = uuid::Uuid::new_v4().simple().to_string();
     let user_prefix = format!("rc{}-", &id[..8]);
     let author = format!("{user_prefix}author");
-    let worker = ServiceClient::new("fan-out worker", &args.worker.worker_url, 4)?;
+    let worker = args.worker.client()?;
     let started = Instant::now();
     let delivered = metric_sum(&worker.metrics().await?, "timeline_fanout_deliveries_total");
     let mut follows = futures::stream::iter(0..args.followers)
@@ -146,7 +134,7 @@ pub struct RelayPostArgs {
     #[arg(long, default_value_t = 30)]
     pub nats_down_timeout_secs: u64,
     #[command(flatten)]
-    pub worker: WorkerUrl,
+    pub worker: crate::client::WorkerUrl,
 }
 
 /// What `post` did, and the counters `measure` starts from.
@@ -175,7 +163,7 @@ pub async fn post(
     args: &RelayPostArgs,
 ) -> anyhow::Result<RelayPostReport> {
     anyhow::ensure!(args.concurrency > 0, "concurrency must be positive");
-    let worker = ServiceClient::new("fan-out worker", &args.worker.worker_url, 4)?;
+    let worker = args.worker.client()?;
     let deadline = Instant::now() + Duration::from_secs(args.nats_down_timeout_secs);
     while nats_ready(timeline).await {
         anyhow::ensure!(
@@ -254,24 +242,7 @@ pub(super) fn nats_address(url: &str) -> anyhow::Result<String> {
 
 /// Entries in `user`'s whole timeline, across all pages.
 pub(super) async fn timeline_length(timeline: &ServiceClient, user: &str) -> anyhow::Result<u64> {
-    let mut count = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = format!("/v1/users/{user}/timeline?limit=100");
-        if let Some(cursor) = &cursor {
-            path.push_str(&format!("&cursor={cursor}"));
-        }
-        let page = timeline
-            .get(&path)
-            .await?
-            .into_success()
-            .context("reading a timeline")?;
-        count += page["items"].as_array().map_or(0, Vec::len) as u64;
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(count),
-        }
-    }
+    Ok(timeline.timeline_ids(user).await?.len() as u64)
 }
 
 pub(super) fn secs(value: Option<f64>) -> String {

@@ -30,6 +30,7 @@
 
 mod error;
 mod expiry;
+mod finish;
 mod products;
 mod reservations;
 mod retry;
