@@ -60,6 +60,11 @@ impl InventoryApp {
             .expect("POST reaches the service")
     }
 
+    /// `GET path`, checking the status, and its JSON body.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, status: u16) -> T {
+        crate::json_with_status(self.client.get(self.url(path)), status).await
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

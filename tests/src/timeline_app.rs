@@ -176,6 +176,29 @@ impl TimelineApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// `GET path`, whatever it answers.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET reaches the service")
+    }
+
+    /// `PUT path` (no body), whatever it answers.
+    pub async fn put(&self, path: &str) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .send()
+            .await
+            .expect("PUT reaches the service")
+    }
+
+    /// `GET path`, checking the status, and its JSON body.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, status: u16) -> T {
+        crate::json_with_status(self.client.get(self.url(path)), status).await
+    }
+
     /// Starts an in-process worker for this app's deployment and waits until it is ready.
     pub async fn spawn_worker(&self, extra: &[&str]) -> WorkerHandle {
         let args = self.deployment.worker_args("127.0.0.1:0", extra);

@@ -149,26 +149,11 @@ async fn readyz_answers_503_problem_when_any_store_is_unreachable() {
 async fn inventory_service_has_the_shared_endpoints() {
     let app = InventoryApp::spawn(&[]).await;
 
-    let ready = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status(), 200);
-    let body: serde_json::Value = ready.json().await.expect("json");
+    let body: serde_json::Value = app.get_json("/readyz", 200).await;
     assert_eq!(body["checks"][0]["name"], "postgres");
     assert_eq!(body["checks"][0]["status"], "up");
 
-    let openapi: serde_json::Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("openapi")
-        .json()
-        .await
-        .expect("json");
+    let openapi: serde_json::Value = app.get_json("/openapi.json", 200).await;
     assert!(
         openapi["openapi"]
             .as_str()
@@ -176,13 +161,7 @@ async fn inventory_service_has_the_shared_endpoints() {
             .starts_with("3.1")
     );
 
-    let docs = app
-        .client
-        .get(app.url("/docs/"))
-        .send()
-        .await
-        .expect("docs");
-    assert_eq!(docs.status(), 200);
+    assert_eq!(app.get("/docs/").await.status(), 200);
 
     // A request id sent by the client is echoed; one is generated otherwise.
     let echoed = app
@@ -193,36 +172,18 @@ async fn inventory_service_has_the_shared_endpoints() {
         .await
         .expect("healthz");
     assert_eq!(echoed.headers()["x-request-id"], "test-request-1");
-    let generated = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
+    let generated = app.get("/healthz").await;
     assert!(!generated.headers()["x-request-id"].is_empty());
 
     // Unknown endpoints get a problem, not an empty 404.
-    let missing = app
-        .client
-        .get(app.url("/no/such/thing"))
-        .send()
-        .await
-        .expect("404");
+    let missing = app.get("/no/such/thing").await;
     assert_eq!(missing.status(), 404);
     assert_eq!(
         missing.headers()["content-type"],
         "application/problem+json"
     );
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = e2e::metrics_page(&app.client, &app.url("")).await;
     assert!(
         metrics.contains("http_requests_total"),
         "metrics: {metrics}"

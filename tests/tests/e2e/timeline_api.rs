@@ -22,27 +22,13 @@ async fn the_author_sees_their_post_in_their_timeline_when_the_202_returns() {
     assert_eq!(page.items[0].content, "hello, world");
     assert!(page.next_cursor.is_none());
 
-    let read: PostView = app
-        .client
-        .get(app.url(&format!("/v1/posts/{}", posted.id)))
-        .send()
-        .await
-        .expect("get post")
-        .json()
-        .await
-        .expect("post");
+    let read: PostView = app.get_json(&format!("/v1/posts/{}", posted.id), 200).await;
     assert_eq!(read.id, posted.id);
     assert_eq!(read.created_at, posted.created_at);
     assert_eq!(app.user_post_ids(&ann, 10).await, vec![posted.id]);
 
     let unknown = uuid::Uuid::now_v1(&[1, 2, 3, 4, 5, 6]);
-    let missing = app
-        .client
-        .get(app.url(&format!("/v1/posts/{unknown}")))
-        .send()
-        .await
-        .expect("get");
-    expect_problem(missing, 404).await;
+    expect_problem(app.get(&format!("/v1/posts/{unknown}")).await, 404).await;
     app.deployment.delete_stream().await;
 }
 
@@ -91,8 +77,7 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
         "/v1/posts/not-a-uuid".to_owned(),
         format!("/v1/posts/{}", uuid::Uuid::new_v4()),
     ] {
-        let response = app.client.get(app.url(&path)).send().await.expect("get");
-        expect_problem(response, 400).await;
+        expect_problem(app.get(&path).await, 400).await;
     }
     // A cursor from another user's list is refused too.
     let bob = unique_user("bob");
@@ -101,27 +86,16 @@ async fn bad_input_is_a_problem_and_writes_nothing() {
     let page = app.timeline_page(&bob, "limit=1").await;
     let cursor = page.next_cursor.expect("a second page");
     let stolen = app
-        .client
-        .get(app.url(&format!("/v1/users/{ann}/timeline?cursor={cursor}")))
-        .send()
-        .await
-        .expect("get");
+        .get(&format!("/v1/users/{ann}/timeline?cursor={cursor}"))
+        .await;
     expect_problem(stolen, 400).await;
 
     // Graph: self-follow is 422, a bad target is 400.
-    let self_follow = app
-        .client
-        .put(app.url(&format!("/v1/users/{ann}/following/{ann}")))
-        .send()
-        .await
-        .expect("put");
+    let self_follow = app.put(&format!("/v1/users/{ann}/following/{ann}")).await;
     expect_problem(self_follow, 422).await;
     let bad_target = app
-        .client
-        .put(app.url(&format!("/v1/users/{ann}/following/bad%20id")))
-        .send()
-        .await
-        .expect("put");
+        .put(&format!("/v1/users/{ann}/following/bad%20id"))
+        .await;
     expect_problem(bad_target, 400).await;
 
     // Nothing was written for ann.
@@ -142,12 +116,7 @@ async fn the_read_consistency_is_echoed() {
         ("consistency=quorum", "quorum"),
         ("consistency=all", "all"),
     ] {
-        let response = app
-            .client
-            .get(app.url(&format!("/v1/users/{ann}/timeline?{query}")))
-            .send()
-            .await
-            .expect("timeline");
+        let response = app.get(&format!("/v1/users/{ann}/timeline?{query}")).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["read-consistency"], expected);
         let page: PostPage = response.json().await.expect("page");
@@ -186,15 +155,7 @@ async fn graph_lists_page_with_cursors_both_ways() {
 #[tokio::test]
 async fn openapi_documents_every_endpoint_and_readyz_covers_both_stores() {
     let app = TimelineApp::spawn(&[]).await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("openapi")
-        .json()
-        .await
-        .expect("json");
+    let doc: Value = app.get_json("/openapi.json", 200).await;
     assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
     let paths = &doc["paths"];
     for (path, method) in [
@@ -216,15 +177,7 @@ async fn openapi_documents_every_endpoint_and_readyz_covers_both_stores() {
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
 
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
+    let ready: Value = app.get_json("/readyz", 200).await;
     let names: Vec<&str> = ready["checks"]
         .as_array()
         .expect("checks")
