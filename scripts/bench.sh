@@ -168,6 +168,26 @@ seed() {
   "${PSQL[@]}" -d "$1" -c 'VACUUM ANALYZE products, stock_ledger'
 }
 
+# start_timeline LOG_PREFIX ENV=VALUE... — starts a release `timeline` and `timeline-worker`
+# on spare ports with that environment (the API also gets "${api_extra[@]}"), and waits until
+# both are ready; sets api, worker (base URLs), api_pid and worker_pid.
+start_timeline() {
+  local prefix=$1 api_port worker_port
+  shift
+  api_port=$(free_port)
+  worker_port=$(free_port)
+  start timeline "$RAW/${prefix}timeline.log" "$@" "${api_extra[@]}" TIMELINE_ADDR="127.0.0.1:$api_port"
+  api_pid=$started_pid
+  api="http://127.0.0.1:$api_port"
+  wait_ready "$api" "$api_pid"
+  start timeline-worker "$RAW/${prefix}timeline-worker.log" "$@" \
+    TIMELINE_WORKER_ADDR="127.0.0.1:$worker_port" \
+    FANOUT_CONCURRENCY=$FANOUT_CONCURRENCY FANOUT_WRITE_CONCURRENCY=$FANOUT_WRITE_CONCURRENCY
+  worker_pid=$started_pid
+  worker="http://127.0.0.1:$worker_port"
+  wait_ready "$worker" "$worker_pid"
+}
+
 # capctl ARGS... — the release-built capctl, JSON out.
 capctl() {
   "$BIN/capctl" --json "$@"
@@ -256,22 +276,14 @@ bench_inventory() {
 # bench_timeline — post accept rate, fan-out vs the raw-driver loop, lag, reads.
 bench_timeline() {
   log "timeline: services on their own keyspace ($KEYSPACE) and stream"
-  api_port=$(free_port)
-  worker_port=$(free_port)
+  local api worker api_pid worker_pid api_extra=()
   timeline_env=(
     CASSANDRA_NODES="127.0.0.1:$CASSANDRA_PORT" CASSANDRA_KEYSPACE="$KEYSPACE"
     NATS_URL="nats://127.0.0.1:$NATS_PORT" NATS_STREAM=CAPBENCH NATS_SUBJECT_PREFIX=capbench
     NATS_CONSUMER=capbench-fanout RUST_LOG=warn
   )
-  start timeline "$RAW/timeline.log" "${timeline_env[@]}" TIMELINE_ADDR="127.0.0.1:$api_port"
-  timeline_pid=$started_pid
-  wait_ready "http://127.0.0.1:$api_port" "$timeline_pid"
-  start timeline-worker "$RAW/timeline-worker.log" "${timeline_env[@]}" \
-    TIMELINE_WORKER_ADDR="127.0.0.1:$worker_port" \
-    FANOUT_CONCURRENCY=$FANOUT_CONCURRENCY FANOUT_WRITE_CONCURRENCY=$FANOUT_WRITE_CONCURRENCY
-  worker_pid=$started_pid
-  wait_ready "http://127.0.0.1:$worker_port" "$worker_pid"
-  export CAPCTL_TIMELINE_URL="http://127.0.0.1:$api_port" CAPCTL_WORKER_URL="http://127.0.0.1:$worker_port"
+  start_timeline "" "${timeline_env[@]}"
+  export CAPCTL_TIMELINE_URL="$api" CAPCTL_WORKER_URL="$worker"
 
   log "timeline: graph of $BENCH_USERS users x $BENCH_FOLLOWS follows, then posts for ${BENCH_POST_SECS} s at $BENCH_POST_CONCURRENCY in flight, then the fan-out drains"
   capctl post-load --users "$BENCH_USERS" --follows "$BENCH_FOLLOWS" \
@@ -307,10 +319,10 @@ print(max(1, int(peak / 2)))' "$RAW/timeline-post.json" "$BENCH_FOLLOWS")
         --duration-secs "$BENCH_SECS" >"$RAW/timeline-read-$consistency-c$c.json"
     done
   done
-  peak_rss_mb "$timeline_pid" >"$RAW/rss-timeline"
+  peak_rss_mb "$api_pid" >"$RAW/rss-timeline"
   peak_rss_mb "$worker_pid" >"$RAW/rss-timeline-worker"
   stop "$worker_pid"
-  stop "$timeline_pid"
+  stop "$api_pid"
 }
 
 # ---------------------------------------------------------------- relay
@@ -342,11 +354,9 @@ start_bench_nats() {
 
 # bench_relay — posts accepted while NATS is down, then the outbox relay's catch-up.
 bench_relay() {
-  local nats_port api_port worker_port store topic api worker relay_env
+  local nats_port store topic api worker relay_env api_extra
   local nats_pid api_pid worker_pid measure_pid graph post measure_args
   nats_port=$(free_port)
-  api_port=$(free_port)
-  worker_port=$(free_port)
   store=$(mktemp -d "${TMPDIR:-/tmp}/capbench-nats.XXXXXX")
   temp_dirs+=("$store")
   log "relay: a nats-server of its own on 127.0.0.1:$nats_port, services on keyspace $KEYSPACE"
@@ -360,18 +370,11 @@ bench_relay() {
     NATS_URL="nats://127.0.0.1:$nats_port" NATS_STREAM=CAPBENCH_RELAY NATS_SUBJECT_PREFIX="$topic"
     NATS_CONSUMER=capbench-relay-fanout RUST_LOG=warn
   )
-  start timeline "$RAW/relay-timeline.log" "${relay_env[@]}" TIMELINE_ADDR="127.0.0.1:$api_port" \
-    OUTBOX_RELAY_AFTER_SECS="$OUTBOX_RELAY_AFTER_SECS" OUTBOX_RELAY_INTERVAL_MS="$OUTBOX_RELAY_INTERVAL_MS" \
+  api_extra=(
+    OUTBOX_RELAY_AFTER_SECS="$OUTBOX_RELAY_AFTER_SECS" OUTBOX_RELAY_INTERVAL_MS="$OUTBOX_RELAY_INTERVAL_MS"
     OUTBOX_SHARDS="$OUTBOX_SHARDS"
-  api_pid=$started_pid
-  api="http://127.0.0.1:$api_port"
-  wait_ready "$api" "$api_pid"
-  start timeline-worker "$RAW/relay-timeline-worker.log" "${relay_env[@]}" \
-    TIMELINE_WORKER_ADDR="127.0.0.1:$worker_port" \
-    FANOUT_CONCURRENCY=$FANOUT_CONCURRENCY FANOUT_WRITE_CONCURRENCY=$FANOUT_WRITE_CONCURRENCY
-  worker_pid=$started_pid
-  worker="http://127.0.0.1:$worker_port"
-  wait_ready "$worker" "$worker_pid"
+  )
+  start_timeline relay- "${relay_env[@]}"
   echo "{\"relay_after_secs\": $OUTBOX_RELAY_AFTER_SECS, \"relay_interval_ms\": $OUTBOX_RELAY_INTERVAL_MS, \"shards\": $OUTBOX_SHARDS}" \
     >"$RAW/relay-config.json"
 
@@ -417,15 +420,13 @@ bench_relay() {
 # ---------------------------------------------------------------- celebrity
 # bench_celebrity — an author with BENCH_CELEBRITY_FOLLOWERS followers: load, post → seen, reads.
 bench_celebrity() {
-  local n=$BENCH_CELEBRITY_FOLLOWERS threshold api_port worker_port api worker celebrity_env
+  local n=$BENCH_CELEBRITY_FOLLOWERS threshold api worker celebrity_env api_extra=()
   local api_pid worker_pid author prefix c=$BENCH_CELEBRITY_READ_CONCURRENCY
   ((n >= 2)) || die "BENCH_CELEBRITY_FOLLOWERS must be at least 2"
   # The worker marks an author with more than FANOUT_CELEBRITY_THRESHOLD
   # followers (10,000 by default) on its first post; a smaller graph gets a
   # lower threshold so that its author is one too.
   threshold=$((n > 10000 ? 10000 : n / 2))
-  api_port=$(free_port)
-  worker_port=$(free_port)
   celebrity_env=(
     CASSANDRA_NODES="127.0.0.1:$CASSANDRA_PORT" CASSANDRA_KEYSPACE="$CELEBRITY_KEYSPACE"
     NATS_URL="nats://127.0.0.1:$NATS_PORT" NATS_STREAM=CAPBENCH_CELEBRITY
@@ -433,16 +434,7 @@ bench_celebrity() {
     FANOUT_CELEBRITY_THRESHOLD="$threshold" RUST_LOG=warn
   )
   log "celebrity: services on their own keyspace ($CELEBRITY_KEYSPACE) and stream"
-  start timeline "$RAW/celebrity-timeline.log" "${celebrity_env[@]}" TIMELINE_ADDR="127.0.0.1:$api_port"
-  api_pid=$started_pid
-  api="http://127.0.0.1:$api_port"
-  wait_ready "$api" "$api_pid"
-  start timeline-worker "$RAW/celebrity-timeline-worker.log" "${celebrity_env[@]}" \
-    TIMELINE_WORKER_ADDR="127.0.0.1:$worker_port" \
-    FANOUT_CONCURRENCY=$FANOUT_CONCURRENCY FANOUT_WRITE_CONCURRENCY=$FANOUT_WRITE_CONCURRENCY
-  worker_pid=$started_pid
-  worker="http://127.0.0.1:$worker_port"
-  wait_ready "$worker" "$worker_pid"
+  start_timeline celebrity- "${celebrity_env[@]}"
   echo "{\"threshold\": $threshold, \"refresh_ms\": ${TIMELINE_CELEBRITY_REFRESH_MS:-10000}}" \
     >"$RAW/celebrity-config.json"
 
