@@ -10,7 +10,8 @@
 //!
 //! Each owned shard is scanned from its watermark, one time bucket per query,
 //! up to the bucket `relay_after` ago. Rows found are published with bounded
-//! concurrency, and the acked ones deleted with one statement per bucket. A
+//! concurrency, and the acked ones deleted with one statement per batch; a
+//! bucket is read batch after batch while they come back full. A
 //! prefix of buckets found empty and old enough (see [`OUTBOX_RETIRE_MARGIN`])
 //! moves the watermark past them for good, so the tombstones of relayed (and
 //! normally published) rows are read only while their bucket is recent.
@@ -29,6 +30,8 @@ use crate::store::{StoreError, StoreSlot, TimelineStore, outbox_bucketing};
 
 /// Outbox rows the relay reads per query.
 const RELAY_BATCH: i32 = 100;
+/// Batches of one bucket one pass relays at most, so one tick stays bounded.
+const BATCHES_PER_BUCKET: usize = 20;
 /// Publishes one relay has waiting for their acks at the same time.
 const PUBLISHES_IN_FLIGHT: usize = 32;
 /// Most buckets of one shard the relay reads per tick, so catching up after a
@@ -130,6 +133,43 @@ pub async fn relay_outbox(
     }
 }
 
+/// Publishes `rows` (of one outbox partition) with bounded concurrency and
+/// deletes the acked ones with one statement; the first publish failure, if
+/// any, after the deletes.
+async fn relay_rows(
+    store: &TimelineStore,
+    publisher: &FanoutPublisher,
+    topic: &str,
+    shard: i32,
+    bucket: i64,
+    rows: &[crate::store::OutboxEntry],
+) -> Result<(), RelayError> {
+    let publishes: Vec<_> = rows
+        .iter()
+        .map(|entry| async move { (entry.id, publisher.publish_entry(entry).await) })
+        .collect();
+    let published: Vec<(CqlTimeuuid, Result<(), PublishError>)> = futures::stream::iter(publishes)
+        .buffer_unordered(PUBLISHES_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut acked = Vec::with_capacity(published.len());
+    let mut failure = None;
+    for (id, outcome) in published {
+        match outcome {
+            Ok(()) => acked.push(id),
+            Err(error) => failure = Some(error),
+        }
+    }
+    metrics::counter!("timeline_outbox_relayed_total").increment(acked.len() as u64);
+    if let Err(error) = store.delete_outbox_ids(topic, shard, bucket, &acked).await {
+        tracing::warn!(%error, "cannot delete relayed outbox rows; they will be relayed again");
+    }
+    match failure {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
+}
+
 /// One pass over one shard of the deployment's outbox.
 async fn relay_shard(
     store: &TimelineStore,
@@ -151,38 +191,21 @@ async fn relay_shard(
     let mut advance_to = watermark;
     let last = due.min(watermark.saturating_add(RELAY_BUCKETS_PER_TICK - 1));
     for bucket in watermark..=last {
-        let rows = store
-            .due_outbox(topic, shard, bucket, cutoff, RELAY_BATCH)
-            .await?;
-        if rows.is_empty() {
-            if advance_to == bucket && bucket < retire_below {
-                advance_to = bucket + 1;
+        // Batch after batch while they come back full (a backlog), up to a bound per tick.
+        for batch in 0..BATCHES_PER_BUCKET {
+            let rows = store
+                .due_outbox(topic, shard, bucket, cutoff, RELAY_BATCH)
+                .await?;
+            if rows.is_empty() {
+                if batch == 0 && advance_to == bucket && bucket < retire_below {
+                    advance_to = bucket + 1;
+                }
+                break;
             }
-            continue;
-        }
-        let publishes: Vec<_> = rows
-            .iter()
-            .map(|entry| async move { (entry.id, publisher.publish_entry(entry).await) })
-            .collect();
-        let published: Vec<(CqlTimeuuid, Result<(), PublishError>)> =
-            futures::stream::iter(publishes)
-                .buffer_unordered(PUBLISHES_IN_FLIGHT)
-                .collect()
-                .await;
-        let mut acked = Vec::with_capacity(published.len());
-        let mut failure = None;
-        for (id, outcome) in published {
-            match outcome {
-                Ok(()) => acked.push(id),
-                Err(error) => failure = Some(error),
+            relay_rows(store, publisher, topic, shard, bucket, &rows).await?;
+            if rows.len() < RELAY_BATCH as usize {
+                break;
             }
-        }
-        metrics::counter!("timeline_outbox_relayed_total").increment(acked.len() as u64);
-        if let Err(error) = store.delete_outbox_ids(topic, shard, bucket, &acked).await {
-            tracing::warn!(%error, "cannot delete relayed outbox rows; they will be relayed again");
-        }
-        if let Some(error) = failure {
-            return Err(error.into());
         }
     }
     if advance_to > watermark {
