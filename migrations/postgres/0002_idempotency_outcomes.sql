@@ -1,6 +1,10 @@
 -- Idempotency-Key records keep the store's outcome of the request (a hold, or
 -- a refusal with what the store saw), not an HTTP response: the API renders
 -- the answer, the same way the first time and on every replay.
+--
+-- Not for a rolling upgrade: instances of the previous build still write the
+-- dropped columns. Stop them before this migration runs (the next build that
+-- starts applies it).
 ALTER TABLE idempotency_keys ADD COLUMN outcome JSONB;
 
 -- Records written before: the response body of a hold is the reservation

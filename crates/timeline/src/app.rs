@@ -14,7 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use service_kit::health::{NatsJetStreamCheck, Readiness};
+use service_kit::health::{NatsJetStreamCheck, Readiness, TaskCheck};
 use service_kit::http::{Essentials, Server};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -53,16 +53,22 @@ impl Application {
             let shutdown = background.clone();
             async move { store.fill(cassandra, feed, shutdown).await }
         });
-        tokio::spawn(relay_outbox(
-            store.clone(),
-            publisher.clone(),
-            config.outbox.clone(),
+        // Watched: a relay that died would leave posts in the outbox for good.
+        let relay = TaskCheck::new("outbox-relay");
+        relay.spawn(
+            relay_outbox(
+                store.clone(),
+                publisher.clone(),
+                config.outbox.clone(),
+                background.clone(),
+            ),
             background.clone(),
-        ));
+        );
 
         let readiness = Readiness::new(config.http.readiness_timeout())
             .with(store.readiness_check())
-            .with(NatsJetStreamCheck::new(nats));
+            .with(NatsJetStreamCheck::new(nats))
+            .with(relay);
         let state = AppState {
             store: store.clone(),
             publisher,

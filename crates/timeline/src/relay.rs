@@ -117,7 +117,7 @@ pub async fn relay_outbox(
             match relay_shard(store, &publisher, &config, &topic, shard).await {
                 Ok(()) => {}
                 Err(RelayError::Store(error)) => {
-                    tracing::warn!(%error, "cannot read the outbox");
+                    tracing::warn!(%error, "cannot read or clear the outbox; retrying next tick");
                     break;
                 }
                 Err(RelayError::Publish(error)) => {
@@ -134,8 +134,8 @@ pub async fn relay_outbox(
 }
 
 /// Publishes `rows` (of one outbox partition) with bounded concurrency and
-/// deletes the acked ones with one statement; the first publish failure, if
-/// any, after the deletes.
+/// deletes the acked ones with one statement; then the first failure, if any
+/// (a publish, or the delete).
 async fn relay_rows(
     store: &TimelineStore,
     publisher: &FanoutPublisher,
@@ -161,9 +161,11 @@ async fn relay_rows(
         }
     }
     metrics::counter!("timeline_outbox_relayed_total").increment(acked.len() as u64);
-    if let Err(error) = store.delete_outbox_ids(topic, shard, bucket, &acked).await {
-        tracing::warn!(%error, "cannot delete relayed outbox rows; they will be relayed again");
-    }
+    // A failed delete ends the pass: reading the bucket again would publish
+    // the same rows again. The next tick relays them (harmlessly) once more.
+    store
+        .delete_outbox_ids(topic, shard, bucket, &acked)
+        .await?;
     match failure {
         Some(error) => Err(error.into()),
         None => Ok(()),

@@ -184,7 +184,7 @@ async fn openapi_documents_every_endpoint_and_readyz_covers_both_stores() {
         .iter()
         .map(|c| c["name"].as_str().expect("name"))
         .collect();
-    assert_eq!(names, ["cassandra", "nats"]);
+    assert_eq!(names, ["cassandra", "nats", "outbox-relay"]);
     app.deployment.delete_stream().await;
 }
 

@@ -49,6 +49,23 @@ impl From<ExecutionError> for StoreError {
 }
 
 impl StoreError {
+    /// Whether the cluster refused the request itself or its data could not be
+    /// read (an invalid statement or value, rows of an unexpected shape): the
+    /// same request will fail the same way, so retrying it cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Rows(_) => true,
+            Self::Execute(error) => matches!(
+                **error,
+                ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+                    DbError::Invalid | DbError::SyntaxError | DbError::Unauthorized,
+                    _
+                ))
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether the cluster is (temporarily) unable to serve: worth a `503` and a retry.
     pub fn is_unavailable(&self) -> bool {
         match self {
@@ -172,6 +189,17 @@ mod tests {
             let error = resumed_query_error(failure, true);
             assert!(matches!(error, StoreError::Execute(_)), "{error}");
             assert!(error.is_unavailable(), "{error}");
+        }
+    }
+
+    #[test]
+    fn only_a_refused_request_or_unreadable_rows_are_permanent() {
+        let invalid = StoreError::from(refused(DbError::Invalid));
+        assert!(invalid.is_permanent() && !invalid.is_unavailable());
+        assert!(StoreError::Rows("a column of another type".into()).is_permanent());
+        for transient in [read_timeout(), unavailable()] {
+            let error = StoreError::from(refused(transient));
+            assert!(!error.is_permanent(), "{error}");
         }
     }
 

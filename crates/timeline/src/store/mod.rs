@@ -120,8 +120,19 @@ impl TimelineStore {
         &self.session
     }
 
-    /// Succeeds when the cluster answers a query now (readiness, and the
-    /// worker's probe while it waits out an outage).
+    /// Succeeds when a quorum of the replicas of a timeline table answers a
+    /// read now: what the worker's writes need, so its pause during an outage
+    /// (or while a majority is down) lasts until they can succeed, not merely
+    /// until one node answers.
+    pub async fn quorum_answers(&self) -> Result<(), StoreError> {
+        let probe = with_consistency(&self.statements.select_is_following, Consistency::Quorum);
+        self.session
+            .execute_unpaged(&probe, ("quorum-probe", "quorum-probe"))
+            .await?;
+        Ok(())
+    }
+
+    /// Succeeds when the cluster answers a query now (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.session
             .query_unpaged("SELECT release_version FROM system.local", ())

@@ -84,26 +84,27 @@ impl Worker {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// Probes the store with backoff until it answers (`true`) or shutdown
-    /// begins (`false`). Nothing new is pulled meanwhile.
+    /// Probes the store with backoff until a quorum answers (`true`) or
+    /// shutdown begins (`false`); the first probe comes after one backoff, so
+    /// a pause always lasts a little. Nothing new is pulled meanwhile.
     async fn wait_for_store(&self, shutdown: &CancellationToken) -> bool {
-        tracing::warn!("the store is unavailable; pulling nothing until it answers");
+        tracing::warn!("the store is unavailable; pulling nothing until a quorum answers");
         metrics::gauge!("timeline_fanout_paused").set(1.0);
-        let mut delay = Duration::from_millis(250);
+        let mut delay = service_kit::retry::FIRST_DELAY;
         loop {
-            match self.store.ping().await {
-                Ok(()) => break,
-                Err(error) => tracing::debug!(%error, ?delay, "store probe failed"),
-            }
             tokio::select! {
                 () = shutdown.cancelled() => return false,
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
+            match self.store.quorum_answers().await {
+                Ok(()) => break,
+                Err(error) => tracing::debug!(%error, ?delay, "store probe failed"),
+            }
+            delay = (delay * 2).min(service_kit::retry::MAX_DELAY);
         }
         self.store_down.store(false, Ordering::Release);
         metrics::gauge!("timeline_fanout_paused").set(0.0);
-        tracing::info!("the store answers again; resuming");
+        tracing::info!("a quorum answers again; resuming");
         true
     }
 

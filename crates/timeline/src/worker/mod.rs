@@ -14,7 +14,7 @@
 //! given up on:
 //!
 //! - **Transient** (the store unavailable or timing out, any other store
-//!   error, NATS not taking a chunk): nak'ed with a capped exponential delay
+//!   error the cluster does not refuse outright, NATS not taking a chunk): nak'ed with a capped exponential delay
 //!   (`FANOUT_NAK_DELAY_MS` doubling up to `FANOUT_RETRY_MAX_DELAY_MS`) and
 //!   retried for as long as it lasts, however many deliveries that takes.
 //!   When the store is unavailable the worker also stops pulling new messages
@@ -22,7 +22,7 @@
 //!   outage costs a few probes, not the deliveries of every message in the
 //!   stream. `timeline_fanout_retries_total{cause}` counts the retries.
 //! - **Permanent** (a payload that cannot be decoded, an unknown message
-//!   version): published to `<prefix>.dead.<kind>` (kept by a stream of its
+//!   version, a statement the cluster itself refuses as invalid): published to `<prefix>.dead.<kind>` (kept by a stream of its
 //!   own, `<NATS_STREAM>_DEAD`, bounded by age and count), terminated and
 //!   counted. `capctl dlq` lists and replays dead letters.
 //!
@@ -117,6 +117,9 @@ impl std::fmt::Display for Cause {
 
 impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
+        if error.is_permanent() {
+            return Self::Poison(format!("the store refuses it: {error}"));
+        }
         let cause = if error.is_unavailable() {
             Cause::StoreUnavailable
         } else {
