@@ -31,16 +31,6 @@ impl From<sqlx::Error> for InventoryError {
     }
 }
 
-/// How long a client should wait before retrying a `503`, in seconds: a
-/// random whole number in this range, so the buyers refused together in a
-/// flash sale do not all come back in the same second.
-pub const RETRY_AFTER_SECS: std::ops::RangeInclusive<u64> = 1..=3;
-
-fn retry_after() -> u64 {
-    use rand::Rng;
-    rand::rng().random_range(RETRY_AFTER_SECS)
-}
-
 /// The `409` of a reservation that does not fit, listing each short line.
 pub fn insufficient_stock(items: &[ShortItem]) -> Problem {
     Problem::new(
@@ -112,11 +102,10 @@ fn store_problem(error: StoreError, detail: String) -> Problem {
         )
         .with_detail(detail)
         .with_extension("reservation_status", status),
-        StoreError::Contention { attempts } => Problem::unavailable(
-            "the stock is too contended right now; retry shortly",
-            retry_after(),
-        )
-        .with_extension("attempts", attempts),
+        StoreError::Contention { attempts } => {
+            Problem::unavailable("the stock is too contended right now; retry shortly")
+                .with_extension("attempts", attempts)
+        }
         StoreError::IdempotencyKeyReused => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",
@@ -127,14 +116,12 @@ fn store_problem(error: StoreError, detail: String) -> Problem {
             tracing::warn!(error = %cause, "database unavailable");
             Problem::unavailable(
                 "the inventory database is unreachable or saturated; retry shortly",
-                retry_after(),
             )
         }
         StoreError::Busy(cause) => {
             tracing::warn!(error = %cause, "database lock or statement timeout");
             Problem::unavailable(
                 "the product is locked by another transaction or the database is slow; retry shortly",
-                retry_after(),
             )
         }
         StoreError::Database(cause) => Problem::internal(&cause),

@@ -108,9 +108,10 @@ async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
             }
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            replaced
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            replaced.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::problem::retry_after()),
+            );
         }
         return replaced;
     }

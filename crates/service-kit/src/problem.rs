@@ -114,8 +114,15 @@ impl Problem {
         .with_detail(detail)
     }
 
+    /// A dependency cannot serve now; the client should retry after a
+    /// [`retry_after`] of 1–3 seconds, at random, so that clients refused
+    /// together (a flash sale, an outage) do not all come back in the same second.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::unavailable_after(detail, retry_after())
+    }
+
     /// A dependency cannot serve now; the client should retry after `retry_after_secs`.
-    pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+    pub fn unavailable_after(detail: impl Into<String>, retry_after_secs: u64) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -135,6 +142,15 @@ impl Problem {
         )
         .with_detail("the server failed to handle the request; it has been logged")
     }
+}
+
+/// The range [`Problem::unavailable`] picks its `Retry-After` from, in seconds.
+pub const RETRY_AFTER_SECS: std::ops::RangeInclusive<u64> = 1..=3;
+
+/// A `Retry-After` in [`RETRY_AFTER_SECS`], at random.
+pub fn retry_after() -> u64 {
+    use rand::Rng;
+    rand::rng().random_range(RETRY_AFTER_SECS)
 }
 
 impl std::fmt::Display for Problem {
@@ -187,10 +203,24 @@ mod tests {
 
     #[test]
     fn unavailable_sets_retry_after() {
-        let response = Problem::unavailable("database unreachable", 2).into_response();
+        let response = Problem::unavailable_after("database unreachable", 2).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+
+    #[test]
+    fn unavailable_jitters_retry_after() {
+        let seen: std::collections::BTreeSet<String> = (0..200)
+            .map(|_| {
+                let response = Problem::unavailable("busy").into_response();
+                response.headers()[header::RETRY_AFTER]
+                    .to_str()
+                    .expect("ascii")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(seen, ["1", "2", "3"].map(String::from).into());
     }
 
     #[test]

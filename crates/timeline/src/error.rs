@@ -72,10 +72,10 @@ impl IntoResponse for Error {
             )
             .with_detail("this Idempotency-Key was used with a different post by the same author"),
             Self::NotFound(detail) => Problem::not_found(detail),
-            Self::Unavailable => Problem::unavailable("the timeline store is not available", 1),
+            Self::Unavailable => Problem::unavailable("the timeline store is not available"),
             Self::Store(error) if error.is_unavailable() => {
                 tracing::warn!(%error, "store unavailable");
-                Problem::unavailable("the timeline store is not available", 1)
+                Problem::unavailable("the timeline store is not available")
             }
             Self::Store(error) => Problem::internal(&*error),
         };

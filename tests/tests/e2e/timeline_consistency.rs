@@ -88,10 +88,12 @@ async fn expect_unavailable(response: reqwest::Response, what: &str) {
     let retry_after = response.headers().get("retry-after").cloned();
     let body = expect_problem(response, 503).await;
     assert_eq!(body["type"], "/problems/unavailable", "{what}: {body}");
-    assert_eq!(
-        retry_after.as_ref().and_then(|v| v.to_str().ok()),
-        Some("1"),
-        "{what}: Retry-After"
+    let retry_after: Option<u64> = retry_after
+        .as_ref()
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    assert!(
+        retry_after.is_some_and(|secs| (1..=3).contains(&secs)),
+        "{what}: Retry-After {retry_after:?}"
     );
     // No driver text reaches the client.
     let text = body.to_string().to_lowercase();

@@ -155,7 +155,7 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
     if report.is_ready() {
         (StatusCode::OK, Json(report)).into_response()
     } else {
-        Problem::unavailable("a dependency of this service is not answering", 1)
+        Problem::unavailable("a dependency of this service is not answering")
             .with_extension("checks", &report.checks)
             .into_response()
     }
