@@ -25,9 +25,9 @@ impl CassandraInstance {
         std::fs::create_dir_all(&dir).expect("create the node's directory");
         let instance = Self {
             dir,
-            port: crate::closed_port().await.port(),
-            storage_port: crate::closed_port().await.port(),
-            jmx_port: crate::closed_port().await.port(),
+            port: crate::server_port().await,
+            storage_port: crate::server_port().await,
+            jmx_port: crate::server_port().await,
         };
         instance.start_again().await;
         instance

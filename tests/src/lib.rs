@@ -56,6 +56,31 @@ pub async fn closed_port() -> SocketAddr {
     addr
 }
 
+/// A free loopback port for a server a test stops and starts again: outside
+/// the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), so no
+/// outgoing connection can take it while the server is down.
+pub async fn server_port() -> u16 {
+    let (low, _) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| {
+            let mut bounds = range.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let floor = 10_000.min(low.saturating_sub(1_000));
+    for _ in 0..1_000 {
+        let port =
+            floor + u16::try_from(rand::random::<u32>() % u32::from(low - floor)).unwrap_or(0);
+        if tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range {low}");
+}
+
 /// Creates a fresh, uniquely named database and returns its URL.
 pub async fn fresh_database(prefix: &str) -> String {
     fresh_database_with(prefix, "").await

@@ -17,7 +17,7 @@ pub struct NatsInstance {
 
 impl NatsInstance {
     pub async fn start() -> Self {
-        let port = crate::closed_port().await.port();
+        let port = crate::server_port().await;
         let store =
             std::env::temp_dir().join(format!("timeline-nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&store).expect("store dir");

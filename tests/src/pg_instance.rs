@@ -16,7 +16,7 @@ impl PgInstance {
     /// Initialises a fresh cluster and starts it.
     pub async fn start() -> Self {
         let bin_dir = postgres_bin_dir();
-        let port = crate::closed_port().await.port();
+        let port = crate::server_port().await;
         let data_dir =
             std::env::temp_dir().join(format!("cap-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&data_dir).expect("create data dir");
