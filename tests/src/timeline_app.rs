@@ -239,6 +239,23 @@ impl TimelineApp {
             .expect("start timeline-worker")
     }
 
+    /// Starts the `timeline-worker` binary on a port of its own and waits
+    /// until it is ready; returns the process and its address.
+    pub async fn start_worker_process(
+        &self,
+        extra: &[&str],
+    ) -> (tokio::process::Child, SocketAddr) {
+        let addr = crate::closed_port().await;
+        let child = self.spawn_worker_process(addr, extra);
+        wait_ready(
+            &self.client,
+            &format!("http://{addr}"),
+            Duration::from_secs(60),
+        )
+        .await;
+        (child, addr)
+    }
+
     pub async fn follow(&self, user: &str, target: &str) {
         let response = self
             .client

@@ -4,35 +4,11 @@
 //! `celebrity-reads` for a celebrity. Figures are not asserted; what the
 //! reports say happened is, and is checked again through the API.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::Duration;
-
 use e2e::nats_instance::NatsInstance;
-use e2e::timeline_app::{Deployment, TimelineApp, unique_user, wait_ready, worker_binary};
-use e2e::{cassandra_nodes, closed_port, workspace_binary};
+use e2e::timeline_app::{Deployment, TimelineApp, unique_user};
+use e2e::{cassandra_nodes, workspace_binary};
 use serde_json::Value;
-use tokio::process::{Child, Command};
-
-/// A `timeline-worker` process for `deployment` (its metrics are its own,
-/// unlike an in-process worker's), ready; killed on drop.
-async fn spawn_worker(app: &TimelineApp) -> (Child, SocketAddr) {
-    let addr = closed_port().await;
-    let args = app.deployment.worker_args(&addr.to_string(), &[]);
-    let mut command = Command::new(worker_binary());
-    command.args(&args[1..]).kill_on_drop(true);
-    if std::env::var_os("TEST_LOG").is_none() {
-        command.stdout(Stdio::null()).stderr(Stdio::null());
-    }
-    let child = command.spawn().expect("start timeline-worker");
-    wait_ready(
-        &app.client,
-        &format!("http://{addr}"),
-        Duration::from_secs(60),
-    )
-    .await;
-    (child, addr)
-}
+use tokio::process::Command;
 
 /// `capctl --json --timeline-url <app> ARGS…` as a command.
 fn capctl_command(app: &TimelineApp, args: &[&str]) -> Command {
@@ -78,7 +54,7 @@ async fn relay_catchup_times_the_outbox_draining_once_nats_returns() {
         ],
     )
     .await;
-    let (_worker, worker_addr) = spawn_worker(&app).await;
+    let (_worker, worker_addr) = app.start_worker_process(&[]).await;
     let worker_url = format!("http://{worker_addr}");
 
     let graph = capctl(
@@ -187,7 +163,7 @@ async fn a_celebritys_posts_reach_sampled_followers_without_fan_out_rows() {
         "200",
     ])
     .await;
-    let (_worker, worker_addr) = spawn_worker(&app).await;
+    let (_worker, worker_addr) = app.start_worker_process(&[]).await;
     let worker_url = format!("http://{worker_addr}");
     let author = unique_user("star");
     let prefix = format!("{}-", unique_user("fan"));

@@ -43,14 +43,7 @@ async fn all_pages(app: &TimelineApp, path: &str, key: &str) -> Vec<String> {
 async fn fanout_reports_convergence_and_every_timeline_agrees() {
     let app = TimelineApp::spawn(&[]).await;
     // A worker process of its own: its /metrics count this run's rows only.
-    let worker_addr = e2e::closed_port().await;
-    let mut worker = app.spawn_worker_process(worker_addr, &[]);
-    e2e::wait_ready(
-        &app.client,
-        &format!("http://{worker_addr}"),
-        std::time::Duration::from_secs(60),
-    )
-    .await;
+    let (mut worker, worker_addr) = app.start_worker_process(&[]).await;
 
     let output = tokio::process::Command::new(workspace_binary("capctl"))
         .args([
