@@ -70,6 +70,8 @@ pub struct PostPage {
 
 /// Store a post durably (QUORUM) and enqueue its fan-out. The author sees it
 /// in their own timeline as soon as this answers; followers eventually.
+/// (Where the service runs with `POST_WRITE_CONSISTENCY=one`, one replica has
+/// the post when this answers, and a failed post may have left part of it.)
 ///
 /// With an `Idempotency-Key` (scoped to the author), a retry of the same post
 /// answers the original `202` body with `Idempotent-Replayed: true` and makes

@@ -15,7 +15,7 @@ mod stores;
 mod work;
 
 pub use feed::{FeedConfig, MAX_TTL_DAYS, MAX_TTL_SECONDS};
-pub use stores::{CassandraConfig, StreamConfig};
+pub use stores::{CassandraConfig, PostWriteConsistency, StreamConfig};
 pub use work::{FanoutConfig, OutboxConfig};
 
 /// Outbox shards when `OUTBOX_SHARDS` is not set.
@@ -156,6 +156,29 @@ mod tests {
         assert!(
             Config::try_parse_from(["timeline", "--cassandra-request-timeout-ms", "0"]).is_err()
         );
+    }
+
+    #[test]
+    fn posts_are_written_at_quorum_unless_set_to_one() {
+        let config = Config::parse_from(["timeline"]);
+        assert_eq!(
+            config.cassandra.post_write_consistency,
+            PostWriteConsistency::Quorum
+        );
+        let one = Config::parse_from(["timeline", "--post-write-consistency", "one"]);
+        assert_eq!(
+            one.cassandra.post_write_consistency,
+            PostWriteConsistency::One
+        );
+        for refused in ["all", "any", "local_one", "ONE!", ""] {
+            let error = Config::try_parse_from([
+                "timeline".to_owned(),
+                format!("--post-write-consistency={refused}"),
+            ])
+            .expect_err(refused)
+            .to_string();
+            assert!(error.contains("--post-write-consistency"), "{error}");
+        }
     }
 
     #[test]

@@ -29,6 +29,39 @@ pub struct CassandraConfig {
     /// in milliseconds. Must stay below `HTTP_REQUEST_TIMEOUT_SECS`.
     #[arg(long, env = "CASSANDRA_REQUEST_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub cassandra_request_timeout_ms: u64,
+
+    /// Consistency of the write that stores a post: `quorum` (a logged batch,
+    /// all or nothing) or `one` (an unlogged batch that a node cut off from
+    /// its peers can still take). Only the post's own write: follows, the
+    /// outbox relay and the fan-out stay at QUORUM, and reads are unaffected.
+    #[arg(long, env = "POST_WRITE_CONSISTENCY", value_enum, default_value_t = PostWriteConsistency::Quorum)]
+    pub post_write_consistency: PostWriteConsistency,
+}
+
+/// How the post, its per-author row, its feed-bucket rows, the author's own
+/// timeline row, its outbox row and the outbox watermark floor are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PostWriteConsistency {
+    /// One logged batch at QUORUM: every row lands or none does, and a `202`
+    /// means a majority of each row's replicas has it. A node that is cut off
+    /// from the majority refuses posts (`503`).
+    #[default]
+    Quorum,
+    /// One unlogged batch at ONE: each row needs one live replica, so a node
+    /// cut off from its peers still takes posts. (A logged batch would not do:
+    /// it first writes its batchlog to other live nodes of the data centre,
+    /// which fails as unavailable at any level on a node that is alone,
+    /// unless the cluster is that single node.)
+    ///
+    /// The price: the rows are no longer atomic together. A post that fails
+    /// can leave some of them behind, e.g. a post readable by its id but never
+    /// fanned out, or missing from the author's posts; a client retry without
+    /// an `Idempotency-Key` makes a second post. A `202` means one replica has
+    /// each row, which a node lost before the others catch up can take with
+    /// it. And the `Idempotency-Key` claim is a lightweight transaction
+    /// (Paxos), which needs a majority whatever this level: a post with a key
+    /// is still refused (`503`) where no majority answers.
+    One,
 }
 
 impl CassandraConfig {

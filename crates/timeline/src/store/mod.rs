@@ -6,7 +6,8 @@
 //!
 //! Writes are upserts keyed by what they describe — a timeline row by (user,
 //! post), a follow by (user, target) — so replaying any of them is harmless.
-//! Writes go at QUORUM; reads at ONE unless the caller asks for more.
+//! Writes go at QUORUM (a post at `POST_WRITE_CONSISTENCY`, QUORUM unless
+//! set to ONE); reads at ONE unless the caller asks for more.
 //!
 //! # Layout
 //!
@@ -103,7 +104,7 @@ impl TimelineStore {
             cassandra.cassandra_replication_factor,
         )
         .await?;
-        let statements = Statements::prepare(&session).await?;
+        let statements = Statements::prepare(&session, cassandra.post_write_consistency).await?;
         Ok(Self {
             session: Arc::new(session),
             statements: Arc::new(statements),

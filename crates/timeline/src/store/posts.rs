@@ -16,8 +16,18 @@ pub enum KeyClaim {
 
 impl TimelineStore {
     /// Writes a post, its per-author row and the author's own timeline row,
-    /// with the outbox row of its fan-out message, in one logged batch at
-    /// QUORUM: all of it lands, or none of it.
+    /// with the outbox row of its fan-out message, in one batch at
+    /// `POST_WRITE_CONSISTENCY`:
+    ///
+    /// - `quorum` (the default): a logged batch at QUORUM, so all of it
+    ///   lands, or none of it;
+    /// - `one`: an unlogged batch at ONE, which a node cut off from its peers
+    ///   still takes, but which is not atomic across its partitions: a
+    ///   failure can leave some rows behind (a post readable by its id, say,
+    ///   without its outbox row, so never fanned out), and the caller's retry
+    ///   makes a new post unless it carries an `Idempotency-Key` (whose claim
+    ///   needs a majority anyway; see
+    ///   [`PostWriteConsistency::One`](crate::config::PostWriteConsistency::One)).
     ///
     /// Like every batch carrying an outbox row, it also writes the row's
     /// bucket as its shard's watermark with a write timestamp that is larger

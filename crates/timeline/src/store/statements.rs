@@ -3,6 +3,7 @@
 use scylla::statement::SerialConsistency;
 
 use super::*;
+use crate::config::PostWriteConsistency;
 
 /// The statements, prepared once.
 pub(super) struct Statements {
@@ -34,7 +35,8 @@ pub(super) struct Statements {
     pub(super) select_is_following: PreparedStatement,
     pub(super) select_following_among: PreparedStatement,
     /// post + per-author row + bucket index + author's own timeline row + its
-    /// index + outbox + outbox watermark floor.
+    /// index + outbox + outbox watermark floor: logged at QUORUM, or unlogged
+    /// at ONE (`POST_WRITE_CONSISTENCY`).
     pub(super) create_post: Batch,
     /// following + followers + outbox + outbox watermark floor.
     pub(super) follow: Batch,
@@ -49,7 +51,10 @@ impl std::fmt::Debug for Statements {
 }
 
 impl Statements {
-    pub(super) async fn prepare(session: &Session) -> Result<Self, StoreError> {
+    pub(super) async fn prepare(
+        session: &Session,
+        post_write: PostWriteConsistency,
+    ) -> Result<Self, StoreError> {
         let write = |cql| prepare(session, cql, Consistency::Quorum);
         let read = |cql| prepare(session, cql, Consistency::One);
         let insert_post = write(
@@ -82,22 +87,33 @@ impl Statements {
         let delete_follower =
             write("DELETE FROM followers WHERE user_id = ? AND follower_id = ?").await?;
 
-        let create_post = batch(&[
-            &insert_post,
-            &insert_author_post,
-            &insert_feed_bucket,
-            &insert_timeline,
-            &insert_feed_bucket,
-            &insert_outbox,
-            &floor_outbox_watermark,
-        ]);
-        let follow = batch(&[
+        // At ONE the batch is unlogged: a logged one first writes its
+        // batchlog to other live nodes, which a node cut off from its peers
+        // cannot do at any level (see `PostWriteConsistency::One`).
+        let (post_batch, post_consistency) = match post_write {
+            PostWriteConsistency::Quorum => (BatchType::Logged, Consistency::Quorum),
+            PostWriteConsistency::One => (BatchType::Unlogged, Consistency::One),
+        };
+        let create_post = batch(
+            post_batch,
+            post_consistency,
+            &[
+                &insert_post,
+                &insert_author_post,
+                &insert_feed_bucket,
+                &insert_timeline,
+                &insert_feed_bucket,
+                &insert_outbox,
+                &floor_outbox_watermark,
+            ],
+        );
+        let follow = logged_batch(&[
             &insert_following,
             &insert_follower,
             &insert_outbox,
             &floor_outbox_watermark,
         ]);
-        let unfollow = batch(&[
+        let unfollow = logged_batch(&[
             &delete_following,
             &delete_follower,
             &insert_outbox,
@@ -237,12 +253,18 @@ async fn prepare(
 }
 
 /// A logged batch at QUORUM of already prepared statements.
-fn batch(statements: &[&PreparedStatement]) -> Batch {
-    let mut batch = Batch::new(BatchType::Logged);
+fn logged_batch(statements: &[&PreparedStatement]) -> Batch {
+    batch(BatchType::Logged, Consistency::Quorum, statements)
+}
+
+/// A batch of `kind` at `consistency` of already prepared statements (the
+/// batch's level applies, not theirs).
+fn batch(kind: BatchType, consistency: Consistency, statements: &[&PreparedStatement]) -> Batch {
+    let mut batch = Batch::new(kind);
     for statement in statements {
         batch.append_statement((*statement).clone());
     }
-    batch.set_consistency(Consistency::Quorum);
+    batch.set_consistency(consistency);
     batch.set_is_idempotent(true);
     batch
 }
