@@ -304,6 +304,7 @@ async fn invalid_configuration_stops_the_binaries_with_a_message() {
                 "CASSANDRA_REQUEST_TIMEOUT_MS",
             ),
             ("TIMELINE_TTL_DAYS", "7301", "TIMELINE_TTL_DAYS"),
+            ("POST_WRITE_CONSISTENCY", "all", "--post-write-consistency"),
         ] {
             let output = tokio::time::timeout(
                 std::time::Duration::from_secs(30),

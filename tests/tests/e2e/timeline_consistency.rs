@@ -1,9 +1,10 @@
 //! What the timeline service promises about consistency, end to end against
 //! the real local Cassandra (a single node): the `consistency` of a timeline
-//! read reaches the cluster, an unknown post is a `404`, and the timeline
-//! table compacts by time window.
+//! read and the `POST_WRITE_CONSISTENCY` of a post reach the cluster, an
+//! unknown post is a `404`, and the timeline table compacts by time window.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use e2e::expect_problem;
 use e2e::timeline_app::{Deployment, TimelineApp, unique_user};
@@ -137,7 +138,7 @@ async fn reads_at_each_level(deployment: Deployment, admin: &Session) {
         let response = read_timeline(&app, &ann, Some(level)).await;
         expect_unavailable(response, &format!("read at {level}")).await;
     }
-    // Writes are at QUORUM: a post is refused the same way, not acknowledged.
+    // Posts are written at QUORUM by default: one is refused the same way, not acknowledged.
     let refused = app
         .client
         .post(app.url("/v1/posts"))
@@ -154,18 +155,85 @@ async fn reads_at_each_level(deployment: Deployment, admin: &Session) {
     .await;
 }
 
-#[tokio::test]
-async fn the_read_consistency_is_the_one_the_cluster_enforces() {
+/// `POST /v1/posts` by `author`, with an `Idempotency-Key` if one is given,
+/// whatever it answers.
+async fn send_post(
+    app: &TimelineApp,
+    author: &str,
+    content: &str,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/v1/posts"))
+        .json(&serde_json::json!({ "author_id": author, "content": content }));
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.expect("post")
+}
+
+/// With two replicas per row on a one-node cluster, QUORUM cannot be met and
+/// ONE can: at the default `POST_WRITE_CONSISTENCY` (`quorum`) a post is
+/// refused and leaves nothing behind; at `one` it is taken and read back.
+/// (A single node cannot show why `one` is an unlogged batch: alone in its
+/// cluster, a node writes a logged batch's batchlog locally.)
+async fn posts_at_each_write_level(deployment: Deployment, admin: &Session) {
+    // Both services migrate and prepare while the keyspace has one replica
+    // per row (the migrator works at QUORUM).
+    let one_replica = ["--cassandra-replication-factor", "1"];
+    let at_quorum = TimelineApp::spawn_in(deployment.clone(), &one_replica).await;
+    let at_one = TimelineApp::spawn_in(
+        deployment,
+        &[&one_replica[..], &["--post-write-consistency", "one"]].concat(),
+    )
+    .await;
+    set_replication(admin, &at_one.deployment.keyspace, 2).await;
+
+    let ann = unique_user("ann");
+    let refused = send_post(&at_quorum, &ann, "needs a quorum", None).await;
+    expect_unavailable(refused, "a post at QUORUM").await;
+    // The author's posts are read at ONE: not a row of the refused batch landed.
+    assert_eq!(at_quorum.user_post_ids(&ann, 20).await, Vec::<Uuid>::new());
+
+    let taken = send_post(&at_one, &ann, "one replica is enough", None).await;
+    assert_eq!(taken.status(), 202, "a post at ONE");
+    let posted: PostView = taken.json().await.expect("the 202's body");
+    for app in [&at_one, &at_quorum] {
+        let found: PostView = app.get_json(&format!("/v1/posts/{}", posted.id), 200).await;
+        assert_eq!(
+            (found.id, found.content.as_str()),
+            (posted.id, "one replica is enough")
+        );
+        assert_eq!(app.user_post_ids(&ann, 20).await, [posted.id]);
+        expect_page(
+            read_timeline(app, &ann, Some("one")).await,
+            "one",
+            posted.id,
+        )
+        .await;
+    }
+
+    // The claim of an Idempotency-Key is a lightweight transaction: Paxos
+    // needs a majority of the replicas whatever the write level.
+    let keyed = send_post(&at_one, &ann, "with a key", Some("key-1")).await;
+    expect_unavailable(keyed, "a post at ONE with an Idempotency-Key").await;
+    assert_eq!(at_one.user_post_ids(&ann, 20).await, [posted.id]);
+}
+
+/// Runs `test` with a deployment whose keyspace is its own (its replication
+/// changes under the service) and a session of the test's, then drops the
+/// keyspace and the streams, whatever the outcome.
+async fn in_own_keyspace<F, Fut>(test: F)
+where
+    F: FnOnce(Deployment, Arc<Session>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut deployment = Deployment::new(&[]).await;
-    // A keyspace of its own: its replication changes under the service.
     deployment.keyspace = format!("tl_consistency_{}", Uuid::new_v4().simple());
     let keyspace = deployment.keyspace.clone();
-    let admin = std::sync::Arc::new(admin_session().await);
-    let outcome = tokio::spawn({
-        let (admin, deployment) = (admin.clone(), deployment.clone());
-        async move { reads_at_each_level(deployment, &admin).await }
-    })
-    .await;
+    let admin = Arc::new(admin_session().await);
+    let outcome = tokio::spawn(test(deployment.clone(), admin.clone())).await;
     // Best effort, and whatever the outcome: the keyspace and the streams are
     // this test's alone.
     deployment.delete_stream().await;
@@ -175,6 +243,22 @@ async fn the_read_consistency_is_the_one_the_cluster_enforces() {
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
     }
+}
+
+#[tokio::test]
+async fn the_read_consistency_is_the_one_the_cluster_enforces() {
+    in_own_keyspace(
+        |deployment, admin| async move { reads_at_each_level(deployment, &admin).await },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_post_write_consistency_is_the_one_the_cluster_enforces() {
+    in_own_keyspace(|deployment, admin| async move {
+        posts_at_each_write_level(deployment, &admin).await
+    })
+    .await;
 }
 
 #[tokio::test]
