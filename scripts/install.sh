@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# scripts/install.sh — install what the local stack needs; only what is missing.
+# scripts/install.sh [--lab] — install what the local stack (and, with --lab, the CAP lab)
+# needs; only what is missing.
 #
 # apt (Debian): postgresql, maven, curl, python3 (and nats-server when there is no Go). Java 17+
 # must already be there.
@@ -105,7 +106,22 @@ POM
   log "cassandra $CASSANDRA_VERSION ready: $(cat "$CASSANDRA_HOME/.complete")"
 }
 
+# The lab (scripts/lab.sh) also needs nft (partitions), unshare/setpriv (util-linux, always
+# there on Debian), ip (iproute2) and Go (its linearizability checker, porcupine).
+install_lab_packages() {
+  local missing=()
+  command -v nft >/dev/null || [[ -x /usr/sbin/nft ]] || missing+=(nftables)
+  command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || missing+=(iproute2)
+  command -v go >/dev/null || missing+=(golang-go)
+  [[ ${#missing[@]} -gt 0 ]] || return 0
+  [[ $EUID -eq 0 ]] || die "the lab needs ${missing[*]}: run as root or install them yourself"
+  log "apt-get install ${missing[*]} (for the lab)"
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 install_packages
+if [[ " $* " == *" --lab "* ]]; then install_lab_packages; fi
 fetch_nats
 check_java
 fetch_cassandra

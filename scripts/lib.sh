@@ -22,6 +22,13 @@ CASSANDRA_STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
 CASSANDRA_JMX_PORT="${CASSANDRA_JMX_PORT:-7199}"
 CASSANDRA_VERSION="${CASSANDRA_VERSION:-5.0.9}"
 CASSANDRA_HEAP="${CASSANDRA_HEAP:-1G}"
+# A node of a cluster (the lab, scripts/lab.sh) overrides these; the defaults make a single node.
+CASSANDRA_ADDRESS="${CASSANDRA_ADDRESS:-127.0.0.1}"          # listen, rpc and CQL address
+CASSANDRA_SEEDS="${CASSANDRA_SEEDS:-$CASSANDRA_ADDRESS:$CASSANDRA_STORAGE_PORT}"
+CASSANDRA_NUM_TOKENS="${CASSANDRA_NUM_TOKENS:-16}"
+CASSANDRA_SNITCH="${CASSANDRA_SNITCH:-SimpleSnitch}"
+CASSANDRA_EXTRA_YAML="${CASSANDRA_EXTRA_YAML:-}"   # a file appended to cassandra.yaml (keys the template lacks)
+CASSANDRA_GROUP="${CASSANDRA_GROUP:-}"             # run the JVM under this group id (the lab's nftables match it)
 CASSANDRA_HOME="$CAP_CACHE_DIR/cassandra-$CASSANDRA_VERSION"   # lib/ holds the jars
 
 # Readiness timeouts in seconds (wait.sh).

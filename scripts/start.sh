@@ -8,12 +8,12 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# running NAME PORT — true (and says why) if NAME needs no start.
+# running NAME PORT [ADDRESS] — true (and says why) if NAME needs no start.
 running() {
-  local pid
+  local pid address=${3:-127.0.0.1}
   if pid=$(our_pid "$1"); then log "$1: already running (started by us, pid $pid)"; return 0; fi
   rm -f "$(pid_file "$1")"   # stale
-  if port_open 127.0.0.1 "$2"; then log "$1: something already answers on 127.0.0.1:$2, reusing it"; return 0; fi
+  if port_open "$address" "$2"; then log "$1: something already answers on $address:$2, reusing it"; return 0; fi
   return 1
 }
 
@@ -92,11 +92,16 @@ start_nats() {
 
 start_cassandra() {
   local dir="$LOCAL_DIR/cassandra" conf="$LOCAL_DIR/cassandra/conf" opts
-  running cassandra "$CASSANDRA_PORT" && return 0
+  running cassandra "$CASSANDRA_PORT" "$CASSANDRA_ADDRESS" && return 0
   [[ -f "$CASSANDRA_HOME/.complete" ]] || die "cassandra: $CASSANDRA_VERSION not fetched; run scripts/install.sh"
   mkdir -p "$conf"
   sed -e "s|@DIR@|$dir|g" -e "s|@CQL_PORT@|$CASSANDRA_PORT|g" -e "s|@STORAGE_PORT@|$CASSANDRA_STORAGE_PORT|g" \
+    -e "s|@LISTEN_ADDRESS@|$CASSANDRA_ADDRESS|g" -e "s|@SEEDS@|$CASSANDRA_SEEDS|g" \
+    -e "s|@NUM_TOKENS@|$CASSANDRA_NUM_TOKENS|g" -e "s|@SNITCH@|$CASSANDRA_SNITCH|g" \
     "$SCRIPTS_DIR/cassandra.yaml.in" >"$conf/cassandra.yaml"
+  if [[ -n "$CASSANDRA_EXTRA_YAML" ]]; then cat "$CASSANDRA_EXTRA_YAML" >>"$conf/cassandra.yaml"; fi
+  # GossipingPropertyFileSnitch reads the node's place from here (one data centre, one rack).
+  printf 'dc=datacenter1\nrack=rack1\n' >"$conf/cassandra-rackdc.properties"
   cp "$SCRIPTS_DIR/cassandra-logback.xml" "$conf/logback.xml"
   mapfile -t opts < <(grep -Ev '^[[:space:]]*(#|$)' "$SCRIPTS_DIR/cassandra-jvm17.options")
   opts+=(
@@ -109,8 +114,10 @@ start_cassandra() {
     "-Dcassandra.skip_wait_for_gossip_to_settle=0"
     "-Dcassandra-foreground=yes"                       # keep stdout/stderr (-> cassandra.stdout.log)
   )
-  log "cassandra: starting $CASSANDRA_VERSION on 127.0.0.1:$CASSANDRA_PORT (heap $CASSANDRA_HEAP)"
-  setsid "$JAVA" "${opts[@]}" -cp "$conf:$CASSANDRA_HOME/lib/*" org.apache.cassandra.service.CassandraDaemon \
+  local as_group=()
+  if [[ -n "$CASSANDRA_GROUP" ]]; then as_group=(setpriv "--regid=$CASSANDRA_GROUP" --clear-groups); fi
+  log "cassandra: starting $CASSANDRA_VERSION on $CASSANDRA_ADDRESS:$CASSANDRA_PORT (heap $CASSANDRA_HEAP)"
+  setsid "${as_group[@]}" "$JAVA" "${opts[@]}" -cp "$conf:$CASSANDRA_HOME/lib/*" org.apache.cassandra.service.CassandraDaemon \
     </dev/null >>"$LOG_DIR/cassandra.stdout.log" 2>&1 &
   echo $! >"$(pid_file cassandra)"
 }

@@ -24,7 +24,7 @@ check_nats() {
 }
 
 check_cassandra() {
-  python3 "$SCRIPTS_DIR/cql_ping.py" 127.0.0.1 "$CASSANDRA_PORT" --timeout 5 >/dev/null 2>&1
+  python3 "$SCRIPTS_DIR/cql_ping.py" "$CASSANDRA_ADDRESS" "$CASSANDRA_PORT" --timeout 5 >/dev/null 2>&1
 }
 
 # wait_for NAME TIMEOUT

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# scripts/lab.sh [cap-lab args...] — the CAP lab (`make lab`): a 3-node Cassandra cluster,
+# PostgreSQL, NATS and the services in a private network namespace, real faults, evidence.
+#
+# Installs what the lab needs (scripts/install.sh --lab: nftables, Go for the checker), builds
+# the linearizability checker (crates/lab/checker, porcupine), then runs `cap-lab` as the first
+# process of new network + pid namespaces: its ports and nftables rules are its own (a running
+# `make run` on the host is not touched), and when it exits — normally, on Ctrl-C or by a crash —
+# the kernel kills every process it started and drops the namespace with its rules.
+# Data and logs: .local/lab (wiped at the start of each run). SCENARIO=name runs one scenario.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[[ $EUID -eq 0 ]] || die "the lab needs root (network namespaces and nftables rules)"
+"$SCRIPTS_DIR/install.sh" --lab
+
+bin_dir="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+[[ -x "$bin_dir/cap-lab" ]] || die "$bin_dir/cap-lab is missing; run 'cargo build --workspace --bins' first"
+lab_dir="$LOCAL_DIR/lab"
+checker="$CAP_CACHE_DIR/lab/linearizability"
+mkdir -p "$(dirname "$checker")"
+log "lab: building the linearizability checker (porcupine) into $checker"
+(cd "$ROOT/crates/lab/checker" && go build -o "$checker" .) || die "lab: building the checker failed"
+
+export CAP_LAB_DIR="$lab_dir" CAP_LAB_BIN_DIR="$bin_dir" CAP_LAB_CHECKER="$checker"
+export CAP_LAB_ROOT="$ROOT" CAP_LAB_CASSANDRA_HOME="$CASSANDRA_HOME" CAP_LAB_JAVA="$JAVA"
+# --kill-child: if unshare itself is killed, its child (cap-lab, pid 1 inside) is too, and with
+# it every process of the namespace.
+exec unshare --net --pid --mount-proc --fork --kill-child -- \
+  bash -c 'ip link set lo up && exec "$CAP_LAB_BIN_DIR/cap-lab" "$@"' cap-lab "$@"
