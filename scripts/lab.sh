@@ -25,7 +25,8 @@ log "lab: building the linearizability checker (porcupine) into $checker"
 
 export CAP_LAB_DIR="$lab_dir" CAP_LAB_BIN_DIR="$bin_dir" CAP_LAB_CHECKER="$checker"
 export CAP_LAB_ROOT="$ROOT" CAP_LAB_CASSANDRA_HOME="$CASSANDRA_HOME" CAP_LAB_JAVA="$JAVA"
-# --kill-child: if unshare itself is killed, its child (cap-lab, pid 1 inside) is too, and with
-# it every process of the namespace.
+# bash is the namespace's first process (its init): it reaps the servers that start.sh leaves
+# behind as orphans, so a stopped node does not linger as a zombie. --kill-child: if unshare
+# itself is killed, so is that init, and with it every process of the namespace.
 exec unshare --net --pid --mount-proc --fork --kill-child -- \
-  bash -c 'ip link set lo up && exec "$CAP_LAB_BIN_DIR/cap-lab" "$@"' cap-lab "$@"
+  bash -c 'ip link set lo up || exit 1; "$CAP_LAB_BIN_DIR/cap-lab" "$@"; status=$?; exit "$status"' cap-lab "$@"

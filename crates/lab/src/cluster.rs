@@ -30,7 +30,11 @@ use tokio::process::Command;
 pub const KEYSPACE: &str = "lab";
 
 /// Balanced tokens of a 3-node Murmur3 ring (ccm's).
-const TOKENS: [i64; 3] = [i64::MIN, -3_074_457_345_618_258_603, 3_074_457_345_618_258_602];
+const TOKENS: [i64; 3] = [
+    i64::MIN,
+    -3_074_457_345_618_258_603,
+    3_074_457_345_618_258_602,
+];
 const CQL_PORT: u16 = 9042;
 
 /// One node of the cluster.
@@ -241,12 +245,20 @@ impl Cluster {
 
     /// Waits until node i sees `expected[i - 1]` replicas alive (0: skip a
     /// node that is down). Polls every 250 ms.
-    pub async fn wait_alive(&self, expected: &[usize], timeout: Duration) -> anyhow::Result<Duration> {
+    pub async fn wait_alive(
+        &self,
+        expected: &[usize],
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
         let started = Instant::now();
         loop {
             let mut seen = Vec::new();
             for (i, &want) in expected.iter().enumerate() {
-                seen.push(if want == 0 { Some(0) } else { self.alive_seen_by(i + 1).await });
+                seen.push(if want == 0 {
+                    Some(0)
+                } else {
+                    self.alive_seen_by(i + 1).await
+                });
             }
             let matches = expected
                 .iter()
@@ -339,7 +351,10 @@ impl Cluster {
             .env("LOCAL_DIR", &node.dir)
             .env("CASSANDRA_ADDRESS", &node.address)
             .env("CASSANDRA_PORT", CQL_PORT.to_string())
-            .env("CASSANDRA_STORAGE_PORT", crate::firewall::STORAGE_PORT.to_string())
+            .env(
+                "CASSANDRA_STORAGE_PORT",
+                crate::firewall::STORAGE_PORT.to_string(),
+            )
             .env("CASSANDRA_JMX_PORT", node.jmx_port.to_string())
             .env("CASSANDRA_HEAP", "512M")
             .env(

@@ -58,21 +58,6 @@ impl Firewall {
         nft(&["flush", "chain", "inet", "lab", CHAIN]).await
     }
 
-    /// The rules in force, one per line (for the evidence).
-    pub async fn rules(&self) -> anyhow::Result<Vec<String>> {
-        let output = Command::new("nft")
-            .args(["list", "chain", "inet", "lab", CHAIN])
-            .output()
-            .await
-            .context("running nft")?;
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::trim)
-            .filter(|line| line.contains("drop"))
-            .map(str::to_owned)
-            .collect())
-    }
-
     async fn add(&self, rule: &str) -> anyhow::Result<()> {
         let mut args = vec!["add", "rule", "inet", "lab", CHAIN];
         args.extend(rule.split_whitespace());

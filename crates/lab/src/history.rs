@@ -79,6 +79,21 @@ impl History {
         self.operations.lock().expect("history lock").len()
     }
 
+    /// How many operations of each kind had each outcome, e.g.
+    /// `("reserve", "unknown") → 80`, in order.
+    pub fn outcomes(&self) -> std::collections::BTreeMap<(String, String), usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for operation in self.operations.lock().expect("history lock").iter() {
+            let op = operation.input["op"].as_str().unwrap_or("?").to_owned();
+            let status = operation.output["status"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned();
+            *counts.entry((op, status)).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Runs the checker on the history against `model` from `initial`;
     /// writes the history and porcupine's visualisation next to `save_as`.
     pub async fn check(

@@ -31,9 +31,7 @@ impl Call {
 
     /// A `503` problem with a `Retry-After`: the refusal the services promise.
     pub fn is_refusal(&self) -> bool {
-        self.is(503)
-            && self.retry_after.is_some()
-            && self.body["status"].as_u64() == Some(503)
+        self.is(503) && self.retry_after.is_some() && self.body["status"].as_u64() == Some(503)
     }
 }
 

@@ -136,7 +136,10 @@ impl Lab {
                     "DATABASE_ACQUIRE_TIMEOUT_MS",
                     INVENTORY_ACQUIRE_TIMEOUT_MS.to_string(),
                 ),
-                ("DATABASE_LOCK_TIMEOUT_MS", INVENTORY_LOCK_TIMEOUT_MS.to_string()),
+                (
+                    "DATABASE_LOCK_TIMEOUT_MS",
+                    INVENTORY_LOCK_TIMEOUT_MS.to_string(),
+                ),
                 ("DATABASE_STATEMENT_TIMEOUT_MS", "2500".into()),
                 (
                     "HTTP_REQUEST_TIMEOUT_SECS",
@@ -231,13 +234,20 @@ impl Lab {
             if !service.running().await {
                 service.start(&self.probe).await?;
             }
-            service.wait_ready(&self.probe, Duration::from_secs(60)).await?;
+            service
+                .wait_ready(&self.probe, Duration::from_secs(60))
+                .await?;
         }
         Ok(())
     }
 
     pub fn services(&self) -> [&Service; 4] {
-        [&self.inventory, &self.timeline, &self.timeline_one, &self.worker]
+        [
+            &self.inventory,
+            &self.timeline,
+            &self.timeline_one,
+            &self.worker,
+        ]
     }
 
     pub fn probe(&self) -> &reqwest::Client {

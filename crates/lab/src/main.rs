@@ -35,7 +35,10 @@ use clap::Parser;
 use crate::scenarios::Scenario;
 
 #[derive(Debug, Parser)]
-#[command(name = "cap-lab", about = "The CAP lab: real partitions, observed trade-offs.")]
+#[command(
+    name = "cap-lab",
+    about = "The CAP lab: real partitions, observed trade-offs."
+)]
 struct Args {
     /// Run only these scenarios (comma-separated; every scenario when absent).
     #[arg(long, env = "SCENARIO", value_delimiter = ',', value_enum)]
@@ -65,9 +68,8 @@ async fn main() -> ExitCode {
     } else {
         args.scenario.clone()
     };
-    // The first process of its pid namespace ignores signals it does not
-    // handle: Ctrl-C and SIGTERM end the lab (and with it every process of
-    // the namespace) explicitly.
+    // Ctrl-C and SIGTERM end the lab; the namespace's init (scripts/lab.sh)
+    // then exits, and the kernel ends every process the lab started.
     tokio::select! {
         code = run(args.paths, &selected) => code,
         signal = shutdown_signal() => {
@@ -98,7 +100,10 @@ async fn run(paths: lab::Paths, selected: &[Scenario]) -> ExitCode {
         let (passed, report) = scenario.run(&lab).await;
         text.push_str(&report);
         if let Err(error) = lab.recover().await {
-            eprintln!("cap-lab: could not put the lab back after {}: {error:#}", scenario.name());
+            eprintln!(
+                "cap-lab: could not put the lab back after {}: {error:#}",
+                scenario.name()
+            );
             results.push((scenario, passed));
             break;
         }
@@ -124,7 +129,9 @@ async fn run(paths: lab::Paths, selected: &[Scenario]) -> ExitCode {
     ));
     summary.push_str(&format!("\n{passed} passed, {failed} failed\n"));
     if skipped > 0 {
-        summary.push_str(&format!("{skipped} not run (the lab could not be put back)\n"));
+        summary.push_str(&format!(
+            "{skipped} not run (the lab could not be put back)\n"
+        ));
     }
     print!("{summary}");
     text.push_str(&summary);

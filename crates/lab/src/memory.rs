@@ -28,10 +28,7 @@ impl PeakMemory {
 
     /// The highest sum seen so far, in MiB.
     pub fn peak_mib(&self) -> u64 {
-        self.peak_kib
-            .load(Ordering::Relaxed)
-            .max(resident_kib())
-            / 1024
+        self.peak_kib.load(Ordering::Relaxed).max(resident_kib()) / 1024
     }
 }
 
@@ -42,13 +39,26 @@ fn resident_kib() -> u64 {
     };
     entries
         .flatten()
-        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|entry| std::fs::read_to_string(entry.path().join("status")).ok())
         .filter_map(|status| {
             status
                 .lines()
                 .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .and_then(|value| {
+                    value
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
         })
         .sum()
 }

@@ -56,7 +56,10 @@ impl Report {
     /// The scenario stopped on an error (a fault it could not make, a store it
     /// could not reach): a failed check naming it.
     pub fn error(&mut self, error: &anyhow::Error) {
-        self.check(format!("the scenario ran to its end (stopped by: {error:#})"), false);
+        self.check(
+            format!("the scenario ran to its end (stopped by: {error:#})"),
+            false,
+        );
     }
 
     pub fn passed(&self) -> bool {
@@ -70,7 +73,10 @@ impl Report {
         let verdict = if passed {
             format!("**Verdict: passed** ({} checks)", self.checks.len())
         } else {
-            format!("**Verdict: FAILED** ({failed} of {} checks)", self.checks.len())
+            format!(
+                "**Verdict: FAILED** ({failed} of {} checks)",
+                self.checks.len()
+            )
         };
         let took = self.started.elapsed().as_secs_f64();
         self.emit(&format!("\n{verdict}, {took:.0} s\n"));

@@ -105,7 +105,11 @@ impl Service {
         Ok(started.elapsed())
     }
 
-    pub async fn wait_ready(&self, http: &reqwest::Client, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_ready(
+        &self,
+        http: &reqwest::Client,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             if let Ok(response) = http.get(self.url("/readyz")).send().await
@@ -116,17 +120,21 @@ impl Service {
             if let Some(child) = self.child.lock().await.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                bail!("{} exited ({status}); see {}", self.name, self.log.display());
+                bail!(
+                    "{} exited ({status}); see {}",
+                    self.name,
+                    self.log.display()
+                );
             }
             if started.elapsed() > timeout {
-                bail!("{} not ready after {timeout:?}; see {}", self.name, self.log.display());
+                bail!(
+                    "{} not ready after {timeout:?}; see {}",
+                    self.name,
+                    self.log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    pub async fn pid(&self) -> Option<u32> {
-        self.child.lock().await.as_ref().and_then(Child::id)
     }
 
     /// SIGKILL, and reaps the process.

@@ -1,4 +1,4 @@
-//! 2. AP stays available. Timeline reads and posts with one node, then all
+//! Scenario 2: AP stays available. Timeline reads and posts with one node, then all
 //! three nodes cut apart; then every acknowledged post must reach every
 //! follower.
 
@@ -25,7 +25,8 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
             .http
             .send(
                 reqwest::Method::PUT,
-                &lab.timeline.url(&format!("/v1/users/{follower}/following/{author}")),
+                &lab.timeline
+                    .url(&format!("/v1/users/{follower}/following/{author}")),
                 None,
                 &[],
             )
@@ -44,7 +45,14 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let all = stage_reads(lab, &followers[0], "all").await;
     let posts_quorum = stage_posts(lab, &lab.timeline, &author, "quorum", &mut acknowledged).await;
     let posts_one = stage_posts(lab, &lab.timeline_one, &author, "one", &mut acknowledged).await;
-    rows.extend(table_rows(stage, &one, &quorum, &all, &posts_quorum, &posts_one));
+    rows.extend(table_rows(
+        stage,
+        &one,
+        &quorum,
+        &all,
+        &posts_quorum,
+        &posts_one,
+    ));
     report.check(
         format!("{stage}: reads at ONE answer 200"),
         one.iter().all(|c| c.is(200)),
@@ -69,8 +77,18 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let all = stage_reads(lab, &followers[0], "all").await;
     let posts_quorum = stage_posts(lab, &lab.timeline, &author, "quorum", &mut acknowledged).await;
     let posts_one = stage_posts(lab, &lab.timeline_one, &author, "one", &mut acknowledged).await;
-    rows.extend(table_rows(stage, &one, &quorum, &all, &posts_quorum, &posts_one));
-    report.check(format!("{stage}: reads at ONE answer 200"), one.iter().all(|c| c.is(200)));
+    rows.extend(table_rows(
+        stage,
+        &one,
+        &quorum,
+        &all,
+        &posts_quorum,
+        &posts_one,
+    ));
+    report.check(
+        format!("{stage}: reads at ONE answer 200"),
+        one.iter().all(|c| c.is(200)),
+    );
     report.check(
         format!("{stage}: reads at QUORUM and ALL answer 503 problems"),
         quorum.iter().chain(&all).all(Call::is_refusal),
@@ -103,7 +121,9 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     .await?;
     let mut missing = 0;
     for follower in &followers {
-        missing += wanted.difference(&timeline_ids(lab, follower).await).count();
+        missing += wanted
+            .difference(&timeline_ids(lab, follower).await)
+            .count();
     }
     report.check(
         format!(
@@ -122,7 +142,9 @@ async fn stage_reads(lab: &Lab, user: &str, level: &str) -> Vec<Call> {
     for _ in 0..READS {
         calls.push(
             lab.http
-                .get(&lab.timeline.url(&format!("/v1/users/{user}/timeline?consistency={level}&limit=50")))
+                .get(&lab.timeline.url(&format!(
+                    "/v1/users/{user}/timeline?consistency={level}&limit=50"
+                )))
                 .await,
         );
     }
@@ -156,11 +178,13 @@ async fn stage_posts(
     calls
 }
 
-/// Post ids in `user`'s timeline (first 200, at QUORUM; empty on a refusal).
+/// Post ids in `user`'s timeline (first 100, at QUORUM; empty on a refusal).
 pub async fn timeline_ids(lab: &Lab, user: &str) -> HashSet<String> {
     let call = lab
         .http
-        .get(&lab.timeline.url(&format!("/v1/users/{user}/timeline?consistency=quorum&limit=200")))
+        .get(&lab.timeline.url(&format!(
+            "/v1/users/{user}/timeline?consistency=quorum&limit=100"
+        )))
         .await;
     call.body["items"]
         .as_array()

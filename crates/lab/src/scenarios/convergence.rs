@@ -1,4 +1,4 @@
-//! 4. Convergence after heal, and its cost: hinted handoff; with hints off,
+//! Scenario 4: Convergence after heal, and its cost: hinted handoff; with hints off,
 //! blocking read repair and `nodetool repair`; and last write wins, which
 //! drops one of two acknowledged writes.
 
@@ -28,29 +28,52 @@ async fn hints(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     partition_nodes(lab, report, &[1]).await?;
     cluster.write(2, Consistency::Quorum, &key, "new").await?;
     let stale = cluster.read(1, Consistency::One, &key).await;
-    let pending = cluster.pending_hints(2).await? + cluster.pending_hints(3).await?;
+    // Hints are buffered, then flushed to files (hints_flush_period).
+    let hints_on_majority = || async {
+        Ok::<_, anyhow::Error>(cluster.pending_hints(2).await? + cluster.pending_hints(3).await?)
+    };
+    let kept = poll_until(Duration::from_secs(30), || async {
+        Ok(hints_on_majority().await? > 0)
+    })
+    .await?;
+    let pending = hints_on_majority().await?;
     report.step(format!(
-        "hints on: wrote `new` at QUORUM via node 2; node 1 reads {} at ONE; hint files pending on nodes 2+3: {pending}",
-        outcome(&stale)
+        "hints on: wrote `new` at QUORUM via node 2; node 1 reads {} at ONE; hint files pending for node 1 on nodes 2+3: {pending}{}",
+        outcome(&stale),
+        kept.map_or(String::new(), |d| format!(" (flushed {:.1} s after the write)", d.as_secs_f64()))
     ));
     heal_nodes(lab, report).await?;
     let started = Instant::now();
     let drained = poll_until(Duration::from_secs(120), || async {
-        Ok(cluster.pending_hints(2).await? + cluster.pending_hints(3).await? == 0)
+        Ok(hints_on_majority().await? == 0)
     })
     .await?;
-    let fresh = cluster.read(1, Consistency::One, &key).await;
+    let mut fresh = cluster.read(1, Consistency::One, &key).await;
+    // A hint file is deleted once delivered: the replica has the value by then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(&fresh, Ok(Some(v)) if v == "new") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        fresh = cluster.read(1, Consistency::One, &key).await;
+    }
     report.table(
         &["hinted handoff", "observed"],
         vec![
             vec!["node 1 at ONE during the partition".into(), outcome(&stale)],
-            vec!["hint files pending on nodes 2 and 3".into(), pending.to_string()],
             vec![
-                "hints drained after the heal".into(),
-                drained.map_or("not within 120 s".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+                "hint files pending on nodes 2 and 3".into(),
+                pending.to_string(),
             ],
             vec![
-                format!("node 1 at ONE after the drain ({:.1} s after the heal)", started.elapsed().as_secs_f64()),
+                "hints drained after the heal".into(),
+                drained.map_or("not within 120 s".into(), |d| {
+                    format!("{:.1} s", d.as_secs_f64())
+                }),
+            ],
+            vec![
+                format!(
+                    "node 1 at ONE after the drain ({:.1} s after the heal)",
+                    started.elapsed().as_secs_f64()
+                ),
                 outcome(&fresh),
             ],
         ],
@@ -82,7 +105,9 @@ async fn repair(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     for key in &keys {
         cluster.write(2, Consistency::Quorum, key, "new").await?;
     }
-    report.step(format!("{REPAIR_KEYS} keys rewritten to `new` at QUORUM via node 2"));
+    report.step(format!(
+        "{REPAIR_KEYS} keys rewritten to `new` at QUORUM via node 2"
+    ));
     heal_nodes(lab, report).await?;
 
     let stale_before = stale_on_node1(lab, &keys).await?;
@@ -101,13 +126,31 @@ async fn repair(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     report.table(
         &["hints off, after the heal", "observed"],
         vec![
-            vec![format!("keys stale on node 1 (read at ONE), of {REPAIR_KEYS}"), stale_before.to_string()],
+            vec![
+                format!("keys stale on node 1 (read at ONE), of {REPAIR_KEYS}"),
+                stale_before.to_string(),
+            ],
             vec![format!("{first} at ONE on node 1"), outcome(&at_one)],
-            vec![format!("{first} at ALL via node 2 (blocking read repair)"), outcome(&at_all)],
-            vec![format!("{first} at ONE on node 1 after that"), outcome(&after_all)],
-            vec!["keys still stale on node 1".into(), stale_after_read_repair.to_string()],
-            vec![format!("`nodetool repair -full {KEYSPACE}` on node 1"), format!("{:.1} s", repair_took.as_secs_f64())],
-            vec!["keys stale on node 1 after the repair".into(), stale_after_repair.to_string()],
+            vec![
+                format!("{first} at ALL via node 2 (blocking read repair)"),
+                outcome(&at_all),
+            ],
+            vec![
+                format!("{first} at ONE on node 1 after that"),
+                outcome(&after_all),
+            ],
+            vec![
+                "keys still stale on node 1".into(),
+                stale_after_read_repair.to_string(),
+            ],
+            vec![
+                format!("`nodetool repair -full {KEYSPACE}` on node 1"),
+                format!("{:.1} s", repair_took.as_secs_f64()),
+            ],
+            vec![
+                "keys stale on node 1 after the repair".into(),
+                stale_after_repair.to_string(),
+            ],
         ],
     );
     for node in 1..=3 {
@@ -142,9 +185,13 @@ async fn last_write_wins(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let key = unique("lww");
     cluster.write(1, Consistency::All, &key, "before").await?;
     partition_nodes(lab, report, &[1]).await?;
-    let majority = cluster.write(2, Consistency::Quorum, &key, "majority (QUORUM)").await;
+    let majority = cluster
+        .write(2, Consistency::Quorum, &key, "majority (QUORUM)")
+        .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let minority = cluster.write(1, Consistency::One, &key, "minority (ONE)").await;
+    let minority = cluster
+        .write(1, Consistency::One, &key, "minority (ONE)")
+        .await;
     report.step(format!(
         "two writes acknowledged on opposite sides: via node 2 at QUORUM → {}, then via node 1 at ONE → {}",
         outcome(&majority),
@@ -152,10 +199,6 @@ async fn last_write_wins(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     ));
     let during_majority = cluster.read(3, Consistency::Quorum, &key).await;
     heal_nodes(lab, report).await?;
-    let drained = poll_until(Duration::from_secs(120), || async {
-        Ok(cluster.pending_hints(1).await? == 0)
-    })
-    .await?;
     let after = cluster.read(2, Consistency::All, &key).await;
     let writetime = cluster
         .on(
@@ -171,11 +214,22 @@ async fn last_write_wins(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     report.table(
         &["last write wins", "observed"],
         vec![
-            vec!["majority side read at QUORUM during the partition".into(), outcome(&during_majority)],
-            vec!["node 1's hints for the majority drained".into(), drained.map_or("no".into(), |d| format!("{:.1} s", d.as_secs_f64()))],
-            vec!["every replica after the heal (read at ALL)".into(), outcome(&after)],
-            vec!["write time of the survivor (µs)".into(), format!("{writetime:?}")],
-            vec!["lost, although acknowledged at QUORUM".into(), "majority (QUORUM)".into()],
+            vec![
+                "majority side read at QUORUM during the partition".into(),
+                outcome(&during_majority),
+            ],
+            vec![
+                "every replica after the heal (read at ALL)".into(),
+                outcome(&after),
+            ],
+            vec![
+                "write time of the survivor (µs)".into(),
+                format!("{writetime:?}"),
+            ],
+            vec![
+                "lost, although acknowledged at QUORUM".into(),
+                "majority (QUORUM)".into(),
+            ],
         ],
     );
     report.check(

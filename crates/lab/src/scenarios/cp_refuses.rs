@@ -1,4 +1,4 @@
-//! 1. CP refuses under partition. The inventory is cut off from PostgreSQL
+//! Scenario 1: CP refuses under partition. The inventory is cut off from PostgreSQL
 //! (its packets to port 5432 dropped) while clients reserve.
 
 use std::sync::Arc;
@@ -53,9 +53,11 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
                 n += 1;
                 let key = format!("{sku}-{client}-{n}");
                 let body = json!({ "items": [{ "sku": sku, "quantity": 1 }] });
-                let call = lab_http.post(&url, &body, &[("Idempotency-Key", &key)]).await;
+                let call = lab_http
+                    .post(&url, &body, &[("Idempotency-Key", &key)])
+                    .await;
                 attempts.push(Attempt { key, call });
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             attempts
         }));
@@ -64,7 +66,10 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
 
     let cut_at = lab.http.origin().elapsed();
     let rule = lab.firewall.cut(groups::INVENTORY, PG_PORT).await?;
-    report.step(format!("cut the inventory off from PostgreSQL: `{rule}` for {} s", PARTITION.as_secs()));
+    report.step(format!(
+        "cut the inventory off from PostgreSQL: `{rule}` for {} s",
+        PARTITION.as_secs()
+    ));
     let mut readiness = Vec::new();
     let partition_end = tokio::time::Instant::now() + PARTITION;
     while tokio::time::Instant::now() < partition_end {
@@ -88,7 +93,10 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         attempts.extend(client.await.context("a client task")?);
     }
 
-    let before: Vec<&Attempt> = attempts.iter().filter(|a| a.call.answered < cut_at).collect();
+    let before: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.call.answered < cut_at)
+        .collect();
     let across: Vec<&Attempt> = attempts
         .iter()
         .filter(|a| a.call.sent < cut_at && a.call.answered >= cut_at)
@@ -97,7 +105,10 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         .iter()
         .filter(|a| a.call.sent >= cut_at && a.call.answered < healed_at)
         .collect();
-    let after: Vec<&Attempt> = attempts.iter().filter(|a| a.call.sent >= healed_at).collect();
+    let after: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.call.sent >= healed_at)
+        .collect();
     let first_201_after = after
         .iter()
         .filter(|a| a.call.is(201))
@@ -127,7 +138,10 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     report.table(
         &["/readyz during the partition", "statuses"],
         vec![
-            vec!["all polls".into(), status_counts(readiness.iter().map(|c| &c.status))],
+            vec![
+                "all polls".into(),
+                status_counts(readiness.iter().map(|c| &c.status)),
+            ],
             vec![
                 "from 2 s after the cut".into(),
                 status_counts(ready_after_first_second.iter().map(|c| &c.status)),
@@ -140,7 +154,11 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         !during.is_empty() && during.iter().all(|a| a.call.is_refusal()),
     );
     let bound = Duration::from_millis(INVENTORY_ACQUIRE_TIMEOUT_MS + 500);
-    let slowest = during.iter().map(|a| a.call.latency()).max().unwrap_or_default();
+    let slowest = during
+        .iter()
+        .map(|a| a.call.latency())
+        .max()
+        .unwrap_or_default();
     report.check(
         format!(
             "each within the pool's acquire timeout ({INVENTORY_ACQUIRE_TIMEOUT_MS} ms, + 500 ms slack): slowest {} ms",
@@ -148,7 +166,11 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         ),
         slowest <= bound,
     );
-    let slowest_across = across.iter().map(|a| a.call.latency()).max().unwrap_or_default();
+    let slowest_across = across
+        .iter()
+        .map(|a| a.call.latency())
+        .max()
+        .unwrap_or_default();
     report.check(
         format!(
             "requests in flight at the cut answered within the request timeout ({INVENTORY_REQUEST_TIMEOUT_SECS} s): slowest {} ms, statuses {}",
@@ -221,14 +243,25 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         &["in PostgreSQL afterwards", "value"],
         vec![
             vec!["distinct Idempotency-Keys sent".into(), keys.to_string()],
-            vec!["reservations of the product".into(), reservations.to_string()],
+            vec![
+                "reservations of the product".into(),
+                reservations.to_string(),
+            ],
             vec!["units held by them".into(), units.to_string()],
-            vec!["reservations without items (partial writes)".into(), orphans.to_string()],
+            vec![
+                "reservations without items (partial writes)".into(),
+                orphans.to_string(),
+            ],
             vec![
                 "product counters".into(),
-                format!("available {available}, reserved {reserved}, sold {sold}, received {received}"),
+                format!(
+                    "available {available}, reserved {reserved}, sold {sold}, received {received}"
+                ),
             ],
-            vec!["available replayed from the ledger".into(), ledger_available.to_string()],
+            vec![
+                "available replayed from the ledger".into(),
+                ledger_available.to_string(),
+            ],
         ],
     );
     report.check(

@@ -1,4 +1,4 @@
-//! 8. C in CAP, checked rather than asserted: concurrent client histories,
+//! Scenario 8: C in CAP, checked rather than asserted: concurrent client histories,
 //! recorded with call and return times, checked by porcupine.
 //!
 //! - Inventory: reserve, confirm, cancel and read on one product, before,
@@ -38,7 +38,11 @@ async fn inventory(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let sku = unique("lin");
     let created = lab
         .http
-        .post(&lab.inventory.url("/v1/products"), &json!({ "sku": sku, "name": "linearizability", "stock": STOCK }), &[])
+        .post(
+            &lab.inventory.url("/v1/products"),
+            &json!({ "sku": sku, "name": "linearizability", "stock": STOCK }),
+            &[],
+        )
         .await;
     ensure!(created.is(201), "create the product: {:?}", created.status);
     let history = Arc::new(History::new(lab.http.origin()));
@@ -103,16 +107,42 @@ async fn inventory(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     ));
     tokio::time::sleep(PHASE).await;
     lab.firewall.heal().await?;
-    report.step(format!("healed at +{} s; clients go on", (PHASE * 2).as_secs()));
+    report.step(format!(
+        "healed at +{} s; clients go on",
+        (PHASE * 2).as_secs()
+    ));
     for client in clients {
         client.await.context("a client task")?;
     }
+    let rows = history
+        .outcomes()
+        .into_iter()
+        .map(|((op, status), count)| vec![op, status, count.to_string()])
+        .collect();
+    report.table(
+        &["operation", "outcome (unknown: 503 or no answer)", "count"],
+        rows,
+    );
     let verdict = history
-        .check(&lab.paths.checker, "inventory", json!({ sku.clone(): STOCK }), &lab.file("history-inventory"))
+        .check(
+            &lab.paths.checker,
+            "inventory",
+            json!({ sku.clone(): STOCK }),
+            &lab.file("history-inventory"),
+        )
         .await?;
-    print_verdict(report, "inventory (reserve/confirm/cancel/read, across a partition from PostgreSQL)", &verdict, lab, "history-inventory");
+    print_verdict(
+        report,
+        "inventory (reserve/confirm/cancel/read, across a partition from PostgreSQL)",
+        &verdict,
+        lab,
+        "history-inventory",
+    );
     report.check(
-        format!("the inventory history ({} operations) is linearizable", verdict.operations),
+        format!(
+            "the inventory history ({} operations) is linearizable",
+            verdict.operations
+        ),
         verdict.linearizable && verdict.operations > 50,
     );
     Ok(())
@@ -120,7 +150,13 @@ async fn inventory(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
 
 fn record(history: &History, client: u32, call: &Call, input: Value, output: Value) {
     let known = output["status"] != "unknown";
-    history.record(client, call.sent, known.then_some(call.answered), input, output);
+    history.record(
+        client,
+        call.sent,
+        known.then_some(call.answered),
+        input,
+        output,
+    );
 }
 
 async fn register(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
@@ -136,8 +172,18 @@ async fn register(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
             let call = origin.elapsed();
             let result = cluster.write(1, Consistency::One, &key, &value).await;
             let returned = result.is_ok().then(|| origin.elapsed());
-            let output = if result.is_ok() { json!({ "status": "ok" }) } else { json!({ "status": "unknown" }) };
-            history.record(1, call, returned, json!({ "op": "write", "value": value }), output);
+            let output = if result.is_ok() {
+                json!({ "status": "ok" })
+            } else {
+                json!({ "status": "unknown" })
+            };
+            history.record(
+                1,
+                call,
+                returned,
+                json!({ "op": "write", "value": value }),
+                output,
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
@@ -146,7 +192,13 @@ async fn register(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
             let call = origin.elapsed();
             if let Ok(value) = cluster.read(2, Consistency::One, &key).await {
                 let returned = origin.elapsed();
-                history.record(2, call, Some(returned), json!({ "op": "read" }), json!({ "status": "ok", "value": value }));
+                history.record(
+                    2,
+                    call,
+                    Some(returned),
+                    json!({ "op": "read" }),
+                    json!({ "status": "ok", "value": value }),
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -158,9 +210,20 @@ async fn register(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     ));
     heal_nodes(lab, report).await?;
     let verdict = history
-        .check(&lab.paths.checker, "register", json!({ "value": "v0" }), &lab.file("history-register"))
+        .check(
+            &lab.paths.checker,
+            "register",
+            json!({ "value": "v0" }),
+            &lab.file("history-register"),
+        )
         .await?;
-    print_verdict(report, "register at ONE across a node partition", &verdict, lab, "history-register");
+    print_verdict(
+        report,
+        "register at ONE across a node partition",
+        &verdict,
+        lab,
+        "history-register",
+    );
     let stale_read_named = verdict
         .counterexample
         .iter()
@@ -188,13 +251,18 @@ fn print_verdict(report: &mut Report, what: &str, verdict: &Verdict, lab: &Lab, 
                 vec![
                     op["client"].to_string(),
                     format!("{:.1}", op["call_ms"].as_f64().unwrap_or_default()),
-                    op["return_ms"].as_f64().map_or("unknown".into(), |ms| format!("{ms:.1}")),
+                    op["return_ms"]
+                        .as_f64()
+                        .map_or("unknown".into(), |ms| format!("{ms:.1}")),
                     op["input"].to_string(),
                     op["output"].to_string(),
                 ]
             })
             .collect();
         report.step("the smallest non-linearizable sub-history the checker found:");
-        report.table(&["client", "call (ms)", "return (ms)", "input", "output"], rows);
+        report.table(
+            &["client", "call (ms)", "return (ms)", "input", "output"],
+            rows,
+        );
     }
 }

@@ -81,8 +81,8 @@ impl Scenario {
                  the relay catches up after the heal; nothing lost, nothing duplicated"
             }
             Self::CrashRestart => {
-                "Worker crash and store restart mid fan-out: a SIGKILLed worker and a restarted \
-                 node lose nothing; every follower converges"
+                "Worker crash and store faults mid fan-out: a SIGKILLed worker, a SIGKILLed and \
+                 restarted node and a hung (SIGSTOP) node lose nothing; every follower converges"
             }
             Self::Linearizability => {
                 "C in CAP, checked: inventory histories stay linearizable across a database \
@@ -113,20 +113,36 @@ impl Scenario {
 
 /// A name no earlier run used (users, skus, keys).
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
 
 /// Cuts the nodes `isolated` off from their peers, then waits until every
 /// node's failure detector agrees (each isolated node alone, the others seeing
 /// the rest), so requests fail fast as Unavailable instead of timing out.
-pub async fn partition_nodes(lab: &Lab, report: &mut Report, isolated: &[usize]) -> anyhow::Result<()> {
+pub async fn partition_nodes(
+    lab: &Lab,
+    report: &mut Report,
+    isolated: &[usize],
+) -> anyhow::Result<()> {
     for &index in isolated {
         let node = lab.cluster.node(index);
         let rules = lab.firewall.isolate_node(node.group, &node.address).await?;
-        report.step(format!("cut node {index} off from its peers: `nft add rule inet lab out {}`", rules.join("` + `")));
+        report.step(format!(
+            "cut node {index} off from its peers: `nft add rule inet lab out {}`",
+            rules.join("` + `")
+        ));
     }
     let expected: Vec<usize> = (1..=3)
-        .map(|index| if isolated.contains(&index) { 1 } else { 3 - isolated.len() })
+        .map(|index| {
+            if isolated.contains(&index) {
+                1
+            } else {
+                3 - isolated.len()
+            }
+        })
         .collect();
     let took = lab
         .cluster

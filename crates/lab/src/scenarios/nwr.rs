@@ -1,4 +1,4 @@
-//! 3. N, W, R: the table of the article, measured on one key of the lab's
+//! Scenario 3: N, W, R: the table of the article, measured on one key of the lab's
 //! register during the partition {node 1} | {node 2, node 3}, each statement
 //! pinned to its coordinator.
 
@@ -17,7 +17,13 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     partition_nodes(lab, report, &[1]).await?;
 
     let mut rows = Vec::new();
-    let mut row = |step: &str, node: usize, level: &str, rule: &str, result: String, expected: &str, holds: bool| {
+    let mut row = |step: &str,
+                   node: usize,
+                   level: &str,
+                   rule: &str,
+                   result: String,
+                   expected: &str,
+                   holds: bool| {
         rows.push(vec![
             step.to_owned(),
             format!("node {node}"),
@@ -32,7 +38,15 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let mut holds = Vec::new();
 
     let w = cluster.write(2, Consistency::Quorum, &key, "m1").await;
-    holds.push(row("write m1", 2, "W=QUORUM", "2 of 3 replicas reachable", outcome(&w), "ok", w.is_ok()));
+    holds.push(row(
+        "write m1",
+        2,
+        "W=QUORUM",
+        "2 of 3 replicas reachable",
+        outcome(&w),
+        "ok",
+        w.is_ok(),
+    ));
     let w = cluster.write(1, Consistency::Quorum, &key, "x").await;
     holds.push(row(
         "write x",
@@ -44,9 +58,25 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         w.is_err(),
     ));
     let w = cluster.write(1, Consistency::One, &key, "n1").await;
-    holds.push(row("write n1 (after m1)", 1, "W=ONE", "1 replica suffices", outcome(&w), "ok", w.is_ok()));
+    holds.push(row(
+        "write n1 (after m1)",
+        1,
+        "W=ONE",
+        "1 replica suffices",
+        outcome(&w),
+        "ok",
+        w.is_ok(),
+    ));
     let w = cluster.write(3, Consistency::Quorum, &key, "m2").await;
-    holds.push(row("write m2", 3, "W=QUORUM", "2 of 3 replicas reachable", outcome(&w), "ok", w.is_ok()));
+    holds.push(row(
+        "write m2",
+        3,
+        "W=QUORUM",
+        "2 of 3 replicas reachable",
+        outcome(&w),
+        "ok",
+        w.is_ok(),
+    ));
 
     let r = cluster.read(2, Consistency::Quorum, &key).await;
     holds.push(row(
@@ -69,11 +99,27 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         matches!(&r, Ok(Some(v)) if v == "n1"),
     ));
     let r = cluster.read(1, Consistency::Quorum, &key).await;
-    holds.push(row("read", 1, "R=QUORUM", "minority: 1 of 3", outcome(&r), "Unavailable", r.is_err()));
+    holds.push(row(
+        "read",
+        1,
+        "R=QUORUM",
+        "minority: 1 of 3",
+        outcome(&r),
+        "Unavailable",
+        r.is_err(),
+    ));
 
     // A value written at ONE on the minority, newer than everything on the majority.
     let w = cluster.write(1, Consistency::One, &key, "n2").await;
-    holds.push(row("write n2 (newest)", 1, "W=ONE", "1 replica suffices", outcome(&w), "ok", w.is_ok()));
+    holds.push(row(
+        "write n2 (newest)",
+        1,
+        "W=ONE",
+        "1 replica suffices",
+        outcome(&w),
+        "ok",
+        w.is_ok(),
+    ));
     let r = cluster.read(3, Consistency::Quorum, &key).await;
     holds.push(row(
         "read",
@@ -85,7 +131,15 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         matches!(&r, Ok(Some(v)) if v == "m2"),
     ));
     report.table(
-        &["step", "coordinator", "level", "why", "result", "expected", "as expected"],
+        &[
+            "step",
+            "coordinator",
+            "level",
+            "why",
+            "result",
+            "expected",
+            "as expected",
+        ],
         rows,
     );
     report.check(

@@ -1,4 +1,4 @@
-//! 6. Queue partition: both timeline APIs cut off from NATS while an author
+//! Scenario 6: Queue partition: both timeline APIs cut off from NATS while an author
 //! posts; posts are still taken (the outbox), followers lag, and the relay
 //! catches up after the heal: nothing lost, nothing duplicated, counted in
 //! rows the worker wrote, not only in what reads show.
@@ -21,13 +21,16 @@ const POSTS: usize = 10;
 
 pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let author = unique("queue-author");
-    let followers: Vec<String> = (0..FOLLOWERS).map(|i| unique(&format!("queue-f{i}"))).collect();
+    let followers: Vec<String> = (0..FOLLOWERS)
+        .map(|i| unique(&format!("queue-f{i}")))
+        .collect();
     for follower in &followers {
         let call = lab
             .http
             .send(
                 reqwest::Method::PUT,
-                &lab.timeline.url(&format!("/v1/users/{follower}/following/{author}")),
+                &lab.timeline
+                    .url(&format!("/v1/users/{follower}/following/{author}")),
                 None,
                 &[],
             )
@@ -44,7 +47,10 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     for group in [groups::TIMELINE, groups::TIMELINE_ONE] {
         rules.push(lab.firewall.cut(group, NATS_PORT).await?);
     }
-    report.step(format!("cut both timeline APIs off from NATS: `{}`", rules.join("`, `")));
+    report.step(format!(
+        "cut both timeline APIs off from NATS: `{}`",
+        rules.join("`, `")
+    ));
     let mut posts: Vec<Call> = Vec::new();
     for n in 0..POSTS {
         posts.push(
@@ -73,17 +79,32 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     report.table(
         &["while cut off from NATS", "observed"],
         vec![
-            vec![format!("{POSTS} posts"), status_counts(posts.iter().map(|c| &c.status))],
-            vec!["post latency".into(), latency_summary(&posts.iter().map(Call::latency).collect::<Vec<_>>())],
-            vec!["posts left to the outbox (publish not acknowledged)".into(), format!("{deferred}")],
+            vec![
+                format!("{POSTS} posts"),
+                status_counts(posts.iter().map(|c| &c.status)),
+            ],
+            vec![
+                "post latency".into(),
+                latency_summary(&posts.iter().map(Call::latency).collect::<Vec<_>>()),
+            ],
+            vec![
+                "posts left to the outbox (publish not acknowledged)".into(),
+                format!("{deferred}"),
+            ],
             vec![
                 "timeline entries missing 5 s later".into(),
                 format!("{lagging} of {}", ids.len() * FOLLOWERS),
             ],
         ],
     );
-    report.check("every post was taken (202) while NATS was unreachable", ids.len() == POSTS);
-    report.check("followers lagged: none of the posts reached them during the partition", lagging == ids.len() * FOLLOWERS);
+    report.check(
+        "every post was taken (202) while NATS was unreachable",
+        ids.len() == POSTS,
+    );
+    report.check(
+        "followers lagged: none of the posts reached them during the partition",
+        lagging == ids.len() * FOLLOWERS,
+    );
 
     lab.firewall.heal().await?;
     report.step("healed");
@@ -98,14 +119,20 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     .await?;
     // Late duplicates would show up as extra rows written.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let written = metric(lab, &lab.worker, "timeline_fanout_rows_written_total").await - rows_before;
+    let written =
+        metric(lab, &lab.worker, "timeline_fanout_rows_written_total").await - rows_before;
     let mut duplicates = 0;
     for follower in &followers {
         let call = lab
             .http
-            .get(&lab.timeline.url(&format!("/v1/users/{follower}/timeline?consistency=quorum&limit=200")))
+            .get(&lab.timeline.url(&format!(
+                "/v1/users/{follower}/timeline?consistency=quorum&limit=100"
+            )))
             .await;
-        let items: Vec<&Value> = call.body["items"].as_array().map(|v| v.iter().collect()).unwrap_or_default();
+        let items: Vec<&Value> = call.body["items"]
+            .as_array()
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
         let distinct: HashSet<&str> = items.iter().filter_map(|i| i["id"].as_str()).collect();
         duplicates += items.len() - distinct.len();
     }
@@ -114,13 +141,24 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         vec![
             vec![
                 "every follower has every post".into(),
-                converged.map_or("not within 120 s".into(), |d| format!("after {:.1} s", d.as_secs_f64())),
+                converged.map_or("not within 120 s".into(), |d| {
+                    format!("after {:.1} s", d.as_secs_f64())
+                }),
             ],
-            vec!["timeline rows the worker wrote".into(), format!("{written} (expected {})", POSTS * FOLLOWERS)],
-            vec!["duplicate entries in timelines".into(), duplicates.to_string()],
+            vec![
+                "timeline rows the worker wrote".into(),
+                format!("{written} (expected {})", POSTS * FOLLOWERS),
+            ],
+            vec![
+                "duplicate entries in timelines".into(),
+                duplicates.to_string(),
+            ],
         ],
     );
-    report.check("the relay caught up: every follower has every post", converged.is_some());
+    report.check(
+        "the relay caught up: every follower has every post",
+        converged.is_some(),
+    );
     report.check(
         "nothing duplicated: the worker wrote exactly one row per post and follower, and no timeline shows a post twice",
         written as usize == POSTS * FOLLOWERS && duplicates == 0,

@@ -1,4 +1,4 @@
-//! 5. Read-your-writes on a real cluster: node 3 stopped (SIGTERM), a post at
+//! Scenario 5: Read-your-writes on a real cluster: node 3 stopped (SIGTERM), a post at
 //! QUORUM, and what its author reads at each level.
 
 use std::time::Duration;
@@ -15,8 +15,14 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let author = unique("ryw");
     lab.cluster.stop(3).await?;
     report.step("stopped node 3 (`scripts/stop.sh cassandra`: SIGTERM, waited for the exit)");
-    let took = lab.cluster.wait_alive(&[2, 2, 0], Duration::from_secs(90)).await?;
-    report.step(format!("nodes 1 and 2 see 2 replicas alive after {:.1} s", took.as_secs_f64()));
+    let took = lab
+        .cluster
+        .wait_alive(&[2, 2, 0], Duration::from_secs(90))
+        .await?;
+    report.step(format!(
+        "nodes 1 and 2 see 2 replicas alive after {:.1} s",
+        took.as_secs_f64()
+    ));
 
     let post = lab
         .http
@@ -26,10 +32,21 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
             &[],
         )
         .await;
-    ensure!(post.is(202), "the post was refused: {:?} {}", post.status, post.body);
+    ensure!(
+        post.is(202),
+        "the post was refused: {:?} {}",
+        post.status,
+        post.body
+    );
     let id = post.body["id"].as_str().unwrap_or_default().to_owned();
-    let by_id = lab.http.get(&lab.timeline.url(&format!("/v1/posts/{id}"))).await;
-    let own_posts = lab.http.get(&lab.timeline.url(&format!("/v1/users/{author}/posts"))).await;
+    let by_id = lab
+        .http
+        .get(&lab.timeline.url(&format!("/v1/posts/{id}")))
+        .await;
+    let own_posts = lab
+        .http
+        .get(&lab.timeline.url(&format!("/v1/users/{author}/posts")))
+        .await;
     let timeline = |level: &'static str| {
         let url = lab
             .timeline
@@ -47,16 +64,30 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let mut rows = vec![
         row("POST /v1/posts (QUORUM)", &post, post.is(202)),
         row("GET /v1/posts/{id}", &by_id, by_id.is(200)),
-        row("GET /v1/users/{author}/posts", &own_posts, contains(&own_posts)),
-        row("own timeline, consistency=quorum", &quorum, contains(&quorum)),
+        row(
+            "GET /v1/users/{author}/posts",
+            &own_posts,
+            contains(&own_posts),
+        ),
+        row(
+            "own timeline, consistency=quorum",
+            &quorum,
+            contains(&quorum),
+        ),
         row("own timeline, consistency=all", &all, false),
     ];
     let visible = by_id.is(200) && contains(&own_posts) && contains(&quorum);
     report.check("with node 3 down, the post is visible to its author at once (by id, in their posts, in their timeline at QUORUM)", visible);
-    report.check("with node 3 down, a read at ALL answers a 503 problem", all.is_refusal());
+    report.check(
+        "with node 3 down, a read at ALL answers a 503 problem",
+        all.is_refusal(),
+    );
 
     lab.cluster.start_again(3).await?;
-    let back = lab.cluster.wait_alive(&[3, 3, 3], Duration::from_secs(120)).await?;
+    let back = lab
+        .cluster
+        .wait_alive(&[3, 3, 3], Duration::from_secs(120))
+        .await?;
     report.step(format!("node 3 started again (`scripts/start.sh`, `wait.sh`); every node sees 3 alive {:.1} s after it answered CQL", back.as_secs_f64()));
     let started = std::time::Instant::now();
     let mut answered = None;
@@ -69,12 +100,22 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
         all_after = timeline("all").await;
     }
-    rows.push(row("own timeline, consistency=all, node 3 back", &all_after, contains(&all_after)));
-    report.table(&["with node 3 down", "status", "latency", "post visible"], rows);
+    rows.push(row(
+        "own timeline, consistency=all, node 3 back",
+        &all_after,
+        contains(&all_after),
+    ));
+    report.table(
+        &["with node 3 down", "status", "latency", "post visible"],
+        rows,
+    );
     report.check(
         format!(
             "once node 3 is back, ALL answers 200 with the post ({})",
-            answered.map_or("not within 60 s".into(), |d| format!("after {:.1} s", d.as_secs_f64()))
+            answered.map_or("not within 60 s".into(), |d| format!(
+                "after {:.1} s",
+                d.as_secs_f64()
+            ))
         ),
         answered.is_some(),
     );
