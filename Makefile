@@ -9,10 +9,13 @@
 #   make sqlx-prepare  regenerate .sqlx/ (compile-checked SQL) after changing a query or migration
 #   make bench  release build, then the benchmarks against the local stack: prints a
 #               table of ratios and writes bench/results/latest.md (never fails on a target)
+#   make lab    the CAP lab (root): a 3-node Cassandra cluster, PostgreSQL, NATS and the
+#               services in a private network namespace, real partitions and crashes, every
+#               scenario's evidence and verdict; SCENARIO=name[,name] runs some (docs/cap-lab.md)
 
 CARGO ?= cargo
 
-.PHONY: run test down lint stack build sqlx-prepare bench
+.PHONY: run test down lint stack build sqlx-prepare bench lab
 
 stack:
 	scripts/up.sh
@@ -27,6 +30,7 @@ run: stack build
 test: stack
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	cd crates/lab/checker && go test ./...
 
 down:
 	scripts/stop.sh
@@ -36,6 +40,13 @@ lint:
 	scripts/module-cycles.py
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	scripts/lint-containers.sh
+	test -z "$$(gofmt -l crates/lab/checker)" || { gofmt -l crates/lab/checker; exit 1; }
+	cd crates/lab/checker && go vet ./...
+
+# Its own network and pid namespaces: never touches `make run`'s stores; everything it started
+# dies with it (Ctrl-C included). Data and logs in .local/lab, the evidence in .local/lab/report.md.
+lab: build
+	scripts/lab.sh $(if $(SCENARIO),--scenario $(SCENARIO))
 
 # Builds the release binaries and brings the stack up itself (see scripts/bench.sh).
 bench:
