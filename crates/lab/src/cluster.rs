@@ -304,13 +304,25 @@ impl Cluster {
         self.script(node, "wait.sh").await
     }
 
-    /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to a node's JVM.
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to a node's JVM; after
+    /// `KILL`, waits until the process is gone (a signal is delivered
+    /// asynchronously, and `start.sh` must not find the dying JVM running).
     pub async fn signal(&self, index: usize, signal: &str) -> anyhow::Result<()> {
         let pid = self
             .node(index)
             .pid()
             .with_context(|| format!("node {index} has no pid file"))?;
-        crate::services::kill(pid, signal).await
+        crate::services::kill(pid, signal).await?;
+        if signal == "KILL" {
+            let started = Instant::now();
+            while crate::services::process_alive(pid) {
+                if started.elapsed() > Duration::from_secs(30) {
+                    bail!("node {index} (pid {pid}) still exists 30 s after SIGKILL");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
     }
 
     /// `nodetool ARGS` against one node (a JVM start: seconds).

@@ -220,7 +220,7 @@ impl Lab {
             if let Some(pid) = node.pid() {
                 let _ = services::kill(pid, "CONT").await;
             }
-            if node.pid().is_none_or(|pid| !process_alive(pid)) {
+            if node.pid().is_none_or(|pid| !services::process_alive(pid)) {
                 self.cluster.start_again(node.index).await?;
             }
         }
@@ -258,12 +258,6 @@ impl Lab {
     pub fn file(&self, name: &str) -> PathBuf {
         self.paths.dir.join(name)
     }
-}
-
-fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat.contains(") Z "))
-        .unwrap_or(false)
 }
 
 /// The lab adds firewall rules and binds the stores' usual ports: it refuses

@@ -46,6 +46,13 @@ pub async fn kill(pid: u32, signal: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a process exists and is not a zombie (exited, not yet reaped).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
 /// One service process.
 #[derive(Debug)]
 pub struct Service {

@@ -153,31 +153,32 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         format!("every request sent during the partition ({}) answered 503 + Retry-After (problem+json)", during.len()),
         !during.is_empty() && during.iter().all(|a| a.call.is_refusal()),
     );
-    let bound = Duration::from_millis(INVENTORY_ACQUIRE_TIMEOUT_MS + 500);
-    let slowest = during
-        .iter()
-        .map(|a| a.call.latency())
-        .max()
-        .unwrap_or_default();
+    // A request that asks the pool for a connection is refused within the
+    // acquire timeout (the connection's health check gets no answer). One
+    // that already holds a connection when the network goes silent waits for
+    // the request timeout: PostgreSQL never sees its statement, so no
+    // server-side timeout can end it.
+    let mut latencies: Vec<Duration> = during.iter().map(|a| a.call.latency()).collect();
+    latencies.sort();
+    let median = latencies.get(latencies.len() / 2).copied().unwrap_or_default();
+    let slowest = latencies.last().copied().unwrap_or_default();
+    let request_timeout = Duration::from_secs(INVENTORY_REQUEST_TIMEOUT_SECS) + Duration::from_millis(500);
     report.check(
         format!(
-            "each within the pool's acquire timeout ({INVENTORY_ACQUIRE_TIMEOUT_MS} ms, + 500 ms slack): slowest {} ms",
+            "refusals are fast: median {} ms within the pool's acquire timeout ({INVENTORY_ACQUIRE_TIMEOUT_MS} ms + 500 ms slack), slowest {} ms within the request timeout ({INVENTORY_REQUEST_TIMEOUT_SECS} s)",
+            median.as_millis(),
             slowest.as_millis()
         ),
-        slowest <= bound,
+        median <= Duration::from_millis(INVENTORY_ACQUIRE_TIMEOUT_MS + 500) && slowest <= request_timeout,
     );
-    let slowest_across = across
-        .iter()
-        .map(|a| a.call.latency())
-        .max()
-        .unwrap_or_default();
+    let slowest_across = across.iter().map(|a| a.call.latency()).max().unwrap_or_default();
     report.check(
         format!(
-            "requests in flight at the cut answered within the request timeout ({INVENTORY_REQUEST_TIMEOUT_SECS} s): slowest {} ms, statuses {}",
+            "requests in flight at the cut were answered within the request timeout: slowest {} ms, statuses {}",
             slowest_across.as_millis(),
             status_counts(across.iter().map(|a| &a.call.status))
         ),
-        across.iter().all(|a| a.call.status.is_some() && slowest_across <= Duration::from_secs(INVENTORY_REQUEST_TIMEOUT_SECS + 1)),
+        across.iter().all(|a| a.call.status.is_some()) && slowest_across <= request_timeout,
     );
     report.check(
         "/readyz answered 503 from 2 s after the cut until the heal",
