@@ -25,8 +25,18 @@ log "lab: building the linearizability checker (porcupine) into $checker"
 
 export CAP_LAB_DIR="$lab_dir" CAP_LAB_BIN_DIR="$bin_dir" CAP_LAB_CHECKER="$checker"
 export CAP_LAB_ROOT="$ROOT" CAP_LAB_CASSANDRA_HOME="$CASSANDRA_HOME" CAP_LAB_JAVA="$JAVA"
+# One lab at a time: they would share .local/lab. Every process of the lab inherits the lock.
+mkdir -p "$LOCAL_DIR"
+exec 9>"$LOCAL_DIR/lab.lock"
+flock -n 9 || die "another lab is running (it holds $LOCAL_DIR/lab.lock)"
+
 # bash is the namespace's first process (its init): it reaps the servers that start.sh leaves
-# behind as orphans, so a stopped node does not linger as a zombie. --kill-child: if unshare
-# itself is killed, so is that init, and with it every process of the namespace.
-exec unshare --net --pid --mount-proc --fork --kill-child -- \
-  bash -c 'ip link set lo up || exit 1; "$CAP_LAB_BIN_DIR/cap-lab" "$@"; status=$?; exit "$status"' cap-lab "$@"
+# behind as orphans, so a stopped node does not linger as a zombie. --kill-child: when unshare
+# dies, so does that init, and with it every process of the namespace.
+unshare --net --pid --mount-proc --fork --kill-child -- \
+  bash -c 'ip link set lo up || exit 1; "$CAP_LAB_BIN_DIR/cap-lab" "$@"; status=$?; exit "$status"' cap-lab "$@" &
+lab_pid=$!
+# unshare ignores SIGINT and SIGTERM while it waits for its child: on Ctrl-C, SIGTERM or a
+# hang-up, kill it, which ends the whole lab.
+trap 'kill -KILL "$lab_pid" 2>/dev/null; log "lab: stopped, every process of its namespace killed"; exit 130' INT TERM HUP
+wait "$lab_pid"
