@@ -160,9 +160,13 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     // server-side timeout can end it.
     let mut latencies: Vec<Duration> = during.iter().map(|a| a.call.latency()).collect();
     latencies.sort();
-    let median = latencies.get(latencies.len() / 2).copied().unwrap_or_default();
+    let median = latencies
+        .get(latencies.len() / 2)
+        .copied()
+        .unwrap_or_default();
     let slowest = latencies.last().copied().unwrap_or_default();
-    let request_timeout = Duration::from_secs(INVENTORY_REQUEST_TIMEOUT_SECS) + Duration::from_millis(500);
+    let request_timeout =
+        Duration::from_secs(INVENTORY_REQUEST_TIMEOUT_SECS) + Duration::from_millis(500);
     report.check(
         format!(
             "refusals are fast: median {} ms within the pool's acquire timeout ({INVENTORY_ACQUIRE_TIMEOUT_MS} ms + 500 ms slack), slowest {} ms within the request timeout ({INVENTORY_REQUEST_TIMEOUT_SECS} s)",
@@ -171,7 +175,11 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         ),
         median <= Duration::from_millis(INVENTORY_ACQUIRE_TIMEOUT_MS + 500) && slowest <= request_timeout,
     );
-    let slowest_across = across.iter().map(|a| a.call.latency()).max().unwrap_or_default();
+    let slowest_across = across
+        .iter()
+        .map(|a| a.call.latency())
+        .max()
+        .unwrap_or_default();
     report.check(
         format!(
             "requests in flight at the cut were answered within the request timeout: slowest {} ms, statuses {}",
