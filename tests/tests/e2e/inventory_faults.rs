@@ -600,3 +600,58 @@ async fn invalid_configuration_stops_the_binary_with_a_message() {
         );
     }
 }
+
+/// A server that turns read-only under the pool, as a deposed primary does
+/// during a failover, costs its requests a `503` with `Retry-After` (never a
+/// `500`) and changes nothing; once it takes writes again, so does the service.
+#[tokio::test]
+async fn a_database_turned_read_only_is_unavailable_not_an_error() {
+    let app = InventoryApp::spawn(&[]).await;
+    app.create_product("RO-1", 5).await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .expect("database name");
+    set_read_only(&database, true).await;
+
+    let response = app.reserve(&[("RO-1", 1)], Some("read-only-1")).await;
+    assert!(
+        response.headers().contains_key("retry-after"),
+        "a refusal says when to retry"
+    );
+    expect_problem(response, 503).await;
+    let counters = app.counters("RO-1").await;
+    assert_eq!(
+        (counters.available, counters.reserved),
+        (5, 0),
+        "nothing changed"
+    );
+
+    set_read_only(&database, false).await;
+    let retried = app.reserve(&[("RO-1", 1)], Some("read-only-1")).await;
+    assert_eq!(retried.status(), 201, "the same key, once writes are back");
+    assert_eq!(app.counters("RO-1").await.reserved, 1);
+    app.assert_ledger_replays().await;
+}
+
+/// Makes new sessions of `database` read-only (or not) and ends the service's
+/// sessions, so its pool reconnects under the new setting.
+async fn set_read_only(database: &str, read_only: bool) {
+    let mut admin = PgConnection::connect(&e2e::postgres_admin_url())
+        .await
+        .expect("admin connection");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" SET default_transaction_read_only = {read_only}"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("alter the database");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(database)
+    .execute(&mut admin)
+    .await
+    .expect("end the service's sessions");
+}

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use e2e::expect_problem;
 use e2e::inventory_app::InventoryApp;
 use e2e::pg_instance::PgInstance;
 use sqlx::{Connection, PgConnection};
@@ -104,3 +105,61 @@ async fn requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after(
 }
 
 e2e::per_strategy!(requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after);
+
+/// With synchronous replication a commit waits until a standby confirms it.
+/// Here the server waits for a standby that never comes
+/// (`synchronous_standby_names` names nobody who exists), as a primary cut
+/// off from its standbys does: the service must not answer 201 — the commit
+/// exists on one server only — but a 503 once its request times out.
+/// (PostgreSQL ends `statement_timeout` before a commit starts waiting, so
+/// the wait is bounded by the request timeout, and no timeout turns it into
+/// a success; only a cancel request would, and the service sends none.)
+#[tokio::test]
+async fn a_commit_no_standby_confirmed_is_never_acknowledged() {
+    let pg = PgInstance::start().await;
+    let mut admin = PgConnection::connect(&pg.url("postgres"))
+        .await
+        .expect("connect");
+    sqlx::query("CREATE DATABASE inventory")
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let app = InventoryApp::spawn_on(
+        &pg.url("inventory"),
+        &[
+            "--database-statement-timeout-ms",
+            "300",
+            "--database-lock-timeout-ms",
+            "300",
+            "--request-timeout-secs",
+            "2",
+        ],
+    )
+    .await;
+    app.create_product("SYNC", 10).await;
+
+    sqlx::raw_sql("ALTER SYSTEM SET synchronous_standby_names = 'a_standby_that_never_comes'")
+        .execute(&mut admin)
+        .await
+        .expect("require a standby");
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut admin)
+        .await
+        .expect("reload");
+    let response = app.reserve(&[("SYNC", 1)], Some("sync-1")).await;
+    assert!(
+        response.headers().contains_key("retry-after"),
+        "a refusal says when to retry"
+    );
+    expect_problem(response, 503).await;
+
+    sqlx::raw_sql("ALTER SYSTEM RESET synchronous_standby_names")
+        .execute(&mut admin)
+        .await
+        .expect("no standby required");
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut admin)
+        .await
+        .expect("reload");
+    admin.close().await.expect("close");
+}

@@ -46,12 +46,17 @@ impl From<sqlx::Error> for StoreError {
         match &error {
             E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) => Self::Unavailable(error),
             // Class 08 (connection exception), 53300 (too many connections),
-            // 57P01-03 (admin or crash shutdown, cannot connect now): the
+            // 57P01-03 (admin or crash shutdown, cannot connect now), 25006
+            // (read-only transaction: the server became a standby under the
+            // pool, as a deposed primary does during a failover): the
             // database cannot serve right now, which a retry may cure.
             E::Database(db)
                 if db.code().is_some_and(|code| {
                     code.starts_with("08")
-                        || matches!(code.as_ref(), "53300" | "57P01" | "57P02" | "57P03")
+                        || matches!(
+                            code.as_ref(),
+                            "53300" | "57P01" | "57P02" | "57P03" | "25006"
+                        )
                 }) =>
             {
                 Self::Unavailable(error)
