@@ -44,7 +44,13 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         use sqlx::Error as E;
         match &error {
-            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) => Self::Unavailable(error),
+            // Protocol: the peer is not speaking PostgreSQL, e.g. a proxy
+            // (HAProxy in front of a cluster) with no primary to route to
+            // during a failover closes the connection in the middle of its
+            // start-up.
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::Protocol(_) => {
+                Self::Unavailable(error)
+            }
             // Class 08 (connection exception), 53300 (too many connections),
             // 57P01-03 (admin or crash shutdown, cannot connect now), 25006
             // (read-only transaction: the server became a standby under the
@@ -68,5 +74,18 @@ impl From<sqlx::Error> for StoreError {
             }
             _ => Self::Database(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_stops_speaking_postgresql_is_unavailable() {
+        let error = StoreError::from(sqlx::Error::Protocol(
+            "unexpected response from SSLRequest: 0x00".into(),
+        ));
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     }
 }
