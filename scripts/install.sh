@@ -107,21 +107,53 @@ POM
 }
 
 # The lab (scripts/lab.sh) also needs nft (partitions), unshare/setpriv (util-linux, always
-# there on Debian), ip (iproute2) and Go (its linearizability checker, porcupine).
+# there on Debian), ip (iproute2), Go (its linearizability checker, porcupine), and for its
+# highly available PostgreSQL: etcd, HAProxy (Debian) and Patroni (PyPI, in a venv of its own).
 install_lab_packages() {
-  local missing=()
+  local missing=() guard=
   command -v nft >/dev/null || [[ -x /usr/sbin/nft ]] || missing+=(nftables)
   command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || missing+=(iproute2)
   command -v go >/dev/null || missing+=(golang-go)
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
   [[ ${#missing[@]} -gt 0 ]] || return 0
   [[ $EUID -eq 0 ]] || die "the lab needs ${missing[*]}: run as root or install them yourself"
+  # The packages' own services (etcd, haproxy) must not start on the host: the lab runs its own.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
+  fi
   log "apt-get install ${missing[*]} (for the lab)"
   apt-get update -qq >/dev/null
   apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [[ -n "$guard" ]]; then rm -f /usr/sbin/policy-rc.d; fi
+}
+
+# Patroni $PATRONI_VERSION (etcd v3 API, psycopg 3) in $PATRONI_HOME, built aside and moved in place.
+fetch_patroni() {
+  local tmp
+  [[ -x "$PATRONI_HOME/bin/patroni" ]] && return 0
+  log "lab: installing patroni $PATRONI_VERSION from PyPI into $PATRONI_HOME"
+  mkdir -p "$(dirname "$PATRONI_HOME")"
+  tmp=$(mktemp -d "$(dirname "$PATRONI_HOME")/.patroni.XXXXXX")
+  chmod 755 "$tmp"
+  # The system's Python: one under root's home (pyenv) is out of the postgres user's reach.
+  local python=/usr/bin/python3
+  [[ -x "$python" ]] || python=$(command -v python3)
+  "$python" -m venv "$tmp" >/dev/null 2>&1 || die "$python -m venv failed (apt-get install python3-venv)"
+  if ! "$tmp/bin/python" -m pip install --quiet --disable-pip-version-check \
+      "patroni[etcd3,psycopg3]==$PATRONI_VERSION" >"$tmp/pip.log" 2>&1; then
+    tail -n 30 "$tmp/pip.log" >&2
+    rm -rf "$tmp"
+    die "pip install patroni $PATRONI_VERSION failed"
+  fi
+  rm -rf "$PATRONI_HOME"
+  mv "$tmp" "$PATRONI_HOME"
+  # The venv's scripts name the temporary directory in their shebang: call them through python.
+  log "lab: $("$PATRONI_HOME/bin/python" -m patroni --version 2>&1 | tail -n1)"
 }
 
 install_packages
-if [[ " $* " == *" --lab "* ]]; then install_lab_packages; fi
+if [[ " $* " == *" --lab "* ]]; then install_lab_packages; fetch_patroni; fi
 fetch_nats
 check_java
 fetch_cassandra

@@ -25,6 +25,7 @@ log "lab: building the linearizability checker (porcupine) into $checker"
 
 export CAP_LAB_DIR="$lab_dir" CAP_LAB_BIN_DIR="$bin_dir" CAP_LAB_CHECKER="$checker"
 export CAP_LAB_ROOT="$ROOT" CAP_LAB_CASSANDRA_HOME="$CASSANDRA_HOME" CAP_LAB_JAVA="$JAVA"
+export CAP_LAB_PATRONI_HOME="$PATRONI_HOME"
 # One lab at a time: they would share .local/lab. Every process of the lab inherits the lock.
 mkdir -p "$LOCAL_DIR"
 exec 9>"$LOCAL_DIR/lab.lock"

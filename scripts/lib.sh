@@ -44,6 +44,10 @@ NATS_HOME="$CAP_CACHE_DIR/nats-server-$NATS_VERSION"   # bin/nats-server
 if [[ -z "${NATS_SERVER:-}" && -x "$NATS_HOME/bin/nats-server" ]]; then NATS_SERVER="$NATS_HOME/bin/nats-server"; fi
 NATS_SERVER="${NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}"
 NATS_SYNC_MIN_VERSION=2.10.0   # the first nats-server with `sync_interval: always`
+# Patroni (the lab's highly available PostgreSQL), from PyPI into a venv of its own. It runs as
+# the postgres user, who cannot enter root's home: outside it (the lab runs as root).
+PATRONI_VERSION="${PATRONI_VERSION:-4.1.5}"
+PATRONI_HOME="${PATRONI_HOME:-/opt/cap-services/patroni-$PATRONI_VERSION}"
 if [[ -n "${JAVA_HOME:-}" ]]; then JAVA="${JAVA:-$JAVA_HOME/bin/java}"; else JAVA="${JAVA:-java}"; fi
 
 ALL_SERVICES=(cassandra postgres nats)   # start order: slowest first
