@@ -314,10 +314,16 @@ impl Cluster {
             .with_context(|| format!("node {index} has no pid file"))?;
         crate::services::kill(pid, signal).await?;
         if signal == "KILL" {
+            // A JVM's main thread turns zombie before its other threads are
+            // gone, and its sockets close only with the last one: wait for
+            // the CQL port to close too, or start.sh would find it answering.
             let started = Instant::now();
-            while crate::services::process_alive(pid) {
+            let cql = self.node(index).cql();
+            while crate::services::process_alive(pid)
+                || tokio::net::TcpStream::connect(cql).await.is_ok()
+            {
                 if started.elapsed() > Duration::from_secs(30) {
-                    bail!("node {index} (pid {pid}) still exists 30 s after SIGKILL");
+                    bail!("node {index} (pid {pid}) still answers 30 s after SIGKILL");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -45,6 +45,41 @@ impl Firewall {
         Ok(rules)
     }
 
+    /// Cuts node `index` of the highly available PostgreSQL (its etcd member,
+    /// Patroni and PostgreSQL) off from the other two nodes, both ways; clients
+    /// (HAProxy, the services) still reach it. Returns the rules added.
+    pub async fn isolate_pg_node(
+        &self,
+        cluster: &crate::pg_cluster::PgCluster,
+        index: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let node = &cluster.nodes[index - 1];
+        let ports = crate::pg_cluster::NODE_PORTS
+            .map(|p| p.to_string())
+            .join(", ");
+        let others = cluster
+            .nodes
+            .iter()
+            .filter(|other| other.index != index)
+            .map(|other| other.group.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rules = vec![
+            format!(
+                "meta skgid {} ip daddr != {} tcp dport {{ {ports} }} drop",
+                node.group, node.address
+            ),
+            format!(
+                "ip daddr {} tcp dport {{ {ports} }} meta skgid {{ {others} }} drop",
+                node.address
+            ),
+        ];
+        for rule in &rules {
+            self.add(rule).await?;
+        }
+        Ok(rules)
+    }
+
     /// Drops everything the processes of `group` send to `port` (a service
     /// cut off from PostgreSQL or NATS); returns the rule added.
     pub async fn cut(&self, group: u32, port: u16) -> anyhow::Result<String> {

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use crate::cluster::Cluster;
 use crate::firewall::Firewall;
 use crate::http::Http;
+use crate::pg_cluster::PgCluster;
 use crate::services::{self, Service};
 
 /// Where the lab runs from (set by `scripts/lab.sh`).
@@ -32,6 +33,9 @@ pub struct Paths {
     pub cassandra_home: PathBuf,
     #[arg(long, env = "CAP_LAB_JAVA", default_value = "java")]
     pub java: String,
+    /// Patroni's venv (scripts/install.sh --lab).
+    #[arg(long, env = "CAP_LAB_PATRONI_HOME")]
+    pub patroni_home: PathBuf,
 }
 
 /// Group ids the firewall matches (Cassandra nodes use 7101–7103).
@@ -40,6 +44,7 @@ pub mod groups {
     pub const TIMELINE: u32 = 7202;
     pub const TIMELINE_ONE: u32 = 7203;
     pub const WORKER: u32 = 7204;
+    pub const INVENTORY_HA: u32 = 7205;
 }
 
 /// What a running lab has.
@@ -56,8 +61,13 @@ pub struct Lab {
     /// A second timeline API writing posts at ONE (`POST_WRITE_CONSISTENCY=one`).
     pub timeline_one: Service,
     pub worker: Service,
+    /// The highly available PostgreSQL (Patroni, etcd, HAProxy).
+    pub pg_cluster: PgCluster,
+    /// A second inventory, on the highly available PostgreSQL through HAProxy.
+    pub inventory_ha: Service,
     pub pg: sqlx::PgPool,
     pub cluster_start: Duration,
+    pub pg_cluster_start: Duration,
     pub stack_start: Duration,
 }
 
@@ -96,6 +106,12 @@ impl Lab {
         );
         services::stores_script(&paths.root, &paths.dir, "wait.sh").await?;
         println!("- PostgreSQL on 127.0.0.1:5432 and NATS (JetStream) on 127.0.0.1:4222 up");
+        let (pg_cluster, pg_cluster_start) =
+            PgCluster::start(&paths.dir, &paths.root, &paths.patroni_home, &log_dir).await?;
+        println!(
+            "- highly available PostgreSQL: 3 nodes (127.0.0.1-3:5433, Patroni, etcd, synchronous replication) behind HAProxy (127.0.0.1:5000), one primary and two streaming standbys in {:.1} s",
+            pg_cluster_start.as_secs_f64()
+        );
 
         let pg = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
@@ -150,6 +166,32 @@ impl Lab {
             ]),
             &log_dir,
         );
+        let inventory_ha = Service::new(
+            "inventory-ha",
+            bin("inventory"),
+            "127.0.0.1:8085",
+            groups::INVENTORY_HA,
+            env(&[
+                ("INVENTORY_ADDR", "127.0.0.1:8085".into()),
+                ("DATABASE_URL", PgCluster::url("inventory")),
+                (
+                    "DATABASE_ACQUIRE_TIMEOUT_MS",
+                    INVENTORY_ACQUIRE_TIMEOUT_MS.to_string(),
+                ),
+                (
+                    "DATABASE_LOCK_TIMEOUT_MS",
+                    INVENTORY_LOCK_TIMEOUT_MS.to_string(),
+                ),
+                ("DATABASE_STATEMENT_TIMEOUT_MS", "2500".into()),
+                (
+                    "HTTP_REQUEST_TIMEOUT_SECS",
+                    INVENTORY_REQUEST_TIMEOUT_SECS.to_string(),
+                ),
+                ("READINESS_TIMEOUT_MS", "1000".into()),
+                ("RESERVATION_DEFAULT_TTL_SECS", "3600".into()),
+            ]),
+            &log_dir,
+        );
         let timeline = Service::new(
             "timeline",
             bin("timeline"),
@@ -185,7 +227,7 @@ impl Lab {
             .timeout(Duration::from_secs(5))
             .build()?;
         // The first timeline process migrates the keyspace; the others find it done.
-        for service in [&inventory, &timeline, &timeline_one, &worker] {
+        for service in [&inventory, &inventory_ha, &timeline, &timeline_one, &worker] {
             let took = service.start(&probe).await?;
             println!(
                 "- {} on http://{} ready in {:.1} s",
@@ -205,8 +247,11 @@ impl Lab {
             timeline,
             timeline_one,
             worker,
+            pg_cluster,
+            inventory_ha,
             pg,
             cluster_start,
+            pg_cluster_start,
             stack_start,
         })
     }
@@ -229,7 +274,11 @@ impl Lab {
             .await?;
         for node in 1..=3 {
             self.cluster.nodetool(node, &["enablehandoff"]).await.ok();
+            if !self.pg_cluster.node_running(node).await {
+                self.pg_cluster.start_node(node).await?;
+            }
         }
+        self.pg_cluster.wait_whole(Duration::from_secs(120)).await?;
         for service in self.services() {
             if !service.running().await {
                 service.start(&self.probe).await?;

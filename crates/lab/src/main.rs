@@ -11,6 +11,7 @@
 //! - [`cluster`]: the Cassandra nodes, statements pinned to one coordinator,
 //!   what nodes report (replicas alive, pending hints), nodetool.
 //! - [`firewall`]: partitions as nftables rules matching per-process group ids.
+//! - [`pg_cluster`]: the highly available PostgreSQL: Patroni, etcd, HAProxy.
 //! - [`services`]: PostgreSQL and NATS via the project's scripts; the service processes.
 //! - [`http`]: timed HTTP calls that keep what a client saw.
 //! - [`history`]: recorded histories and the linearizability checker.
@@ -24,6 +25,7 @@ mod history;
 mod http;
 mod lab;
 mod memory;
+mod pg_cluster;
 mod report;
 mod scenarios;
 mod services;
@@ -121,9 +123,11 @@ async fn run(paths: lab::Paths, selected: &[Scenario]) -> ExitCode {
         ));
     }
     summary.push_str(&format!(
-        "\nCluster start: {:.1} s (3 nodes up and seeing each other); whole lab up: {:.1} s; \
+        "\nCluster start: {:.1} s (3 Cassandra nodes up and seeing each other); PostgreSQL \
+         cluster: {:.1} s (a primary and two streaming standbys); whole lab up: {:.1} s; \
          peak memory of the lab: {} MiB (resident, every process of its namespace)\n",
         lab.cluster_start.as_secs_f64(),
+        lab.pg_cluster_start.as_secs_f64(),
         lab.stack_start.as_secs_f64(),
         memory.peak_mib()
     ));

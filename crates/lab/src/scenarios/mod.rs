@@ -7,6 +7,8 @@ mod cp_refuses;
 mod crash_restart;
 mod linearizability;
 mod nwr;
+mod pg_failover;
+mod pg_sync_cost;
 mod queue_partition;
 mod read_your_writes;
 
@@ -25,10 +27,14 @@ pub enum Scenario {
     QueuePartition,
     CrashRestart,
     Linearizability,
+    PgPartition,
+    PgPrimaryKill,
+    PgSwitchover,
+    PgSyncCost,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 12] = [
         Self::CpRefuses,
         Self::ApAvailable,
         Self::Nwr,
@@ -37,6 +43,10 @@ impl Scenario {
         Self::QueuePartition,
         Self::CrashRestart,
         Self::Linearizability,
+        Self::PgPartition,
+        Self::PgPrimaryKill,
+        Self::PgSwitchover,
+        Self::PgSyncCost,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +59,10 @@ impl Scenario {
             Self::QueuePartition => "queue-partition",
             Self::CrashRestart => "crash-restart",
             Self::Linearizability => "linearizability",
+            Self::PgPartition => "pg-partition",
+            Self::PgPrimaryKill => "pg-primary-kill",
+            Self::PgSwitchover => "pg-switchover",
+            Self::PgSyncCost => "pg-sync-cost",
         }
     }
 
@@ -88,6 +102,23 @@ impl Scenario {
                 "C in CAP, checked: inventory histories stay linearizable across a database \
                  partition; a register written and read at ONE across a node partition does not"
             }
+            Self::PgPartition => {
+                "CP on a consensus-run PostgreSQL: a primary cut off from the majority stops \
+                 taking writes once it loses its leader key, the majority elects another, no \
+                 acknowledged write is lost and the history stays linearizable"
+            }
+            Self::PgPrimaryKill => {
+                "A primary crashed in a flash sale: every acknowledged reservation exists after \
+                 the failover, nothing is oversold, the ledger replays, the history is \
+                 linearizable, and the old primary returns as a standby"
+            }
+            Self::PgSwitchover => {
+                "A planned switchover costs a short refusal, never a lost or doubled reservation"
+            }
+            Self::PgSyncCost => {
+                "The price of CP beyond one machine: the flash sale and a spread workload on one \
+                 server and on the 3-node synchronous cluster, measured in the same run"
+            }
         }
     }
 
@@ -103,6 +134,10 @@ impl Scenario {
             Self::QueuePartition => queue_partition::run(lab, &mut report).await,
             Self::CrashRestart => crash_restart::run(lab, &mut report).await,
             Self::Linearizability => linearizability::run(lab, &mut report).await,
+            Self::PgPartition => pg_failover::partition(lab, &mut report).await,
+            Self::PgPrimaryKill => pg_failover::primary_kill(lab, &mut report).await,
+            Self::PgSwitchover => pg_failover::switchover(lab, &mut report).await,
+            Self::PgSyncCost => pg_sync_cost::run(lab, &mut report).await,
         };
         if let Err(error) = result {
             report.error(&error);
