@@ -304,6 +304,24 @@ if (RAW / "celebrity-load.json").exists():
         f"{num(seen.get('celebrity_skips'))} posts as a celebrity's.\n"
     )
 
+# ------------------------------------------------------------- replication
+replication = RAW / "replication.md"
+if replication.exists():
+    text = replication.read_text()
+    table = [
+        line
+        for line in text.split("## pg-sync-cost", 1)[-1].split("\n## ", 1)[0].splitlines()
+        if line.startswith("|")
+    ]
+    out.append("## The cost of synchronous replication (CAP lab, `pg-sync-cost`)\n")
+    out.append(
+        "`capctl flash-sale` against the inventory on one PostgreSQL server and on the "
+        "lab's 3-node Patroni cluster (strict synchronous replication, through HAProxy), "
+        "same run.\n"
+    )
+    out.extend(table if table else ["(the lab did not print its table: see raw/replication.log)"])
+    out.append("")
+
 # ------------------------------------------------------------------ memory
 out.append("## Peak RSS (VmHWM)\n")
 out.append("| process | MB | |")

@@ -36,7 +36,8 @@
 # BENCH_POST_SECS (5), BENCH_POST_CONCURRENCY (32), BENCH_READ_CONCURRENCY ("4 16"), BENCH_LAG_SECS (15),
 # BENCH_RELAY_POSTS (3000), BENCH_RELAY_FOLLOWERS (50), BENCH_CELEBRITY_FOLLOWERS (1000000),
 # BENCH_CELEBRITY_SAMPLE (200), BENCH_CELEBRITY_POSTS (5), BENCH_CELEBRITY_READ_CONCURRENCY (16),
-# BENCH_ONLY (the sections to run, in this order: "inventory timeline relay celebrity"),
+# BENCH_ONLY (the sections to run, in this order: "inventory timeline relay celebrity
+# replication"; replication runs the CAP lab's pg-sync-cost scenario and needs root),
 # BENCH_SKIP_BUILD=1, BENCH_SKIP_STACK=1. The relay section's API takes OUTBOX_RELAY_AFTER_SECS,
 # OUTBOX_RELAY_INTERVAL_MS and OUTBOX_SHARDS from the environment (the service's defaults otherwise).
 set -euo pipefail
@@ -60,7 +61,7 @@ BENCH_CELEBRITY_FOLLOWERS="${BENCH_CELEBRITY_FOLLOWERS:-1000000}"
 BENCH_CELEBRITY_SAMPLE="${BENCH_CELEBRITY_SAMPLE:-200}"
 BENCH_CELEBRITY_POSTS="${BENCH_CELEBRITY_POSTS:-5}"
 BENCH_CELEBRITY_READ_CONCURRENCY="${BENCH_CELEBRITY_READ_CONCURRENCY:-16}"
-BENCH_SECTIONS=(inventory timeline relay celebrity)
+BENCH_SECTIONS=(inventory timeline relay celebrity replication)
 BENCH_ONLY="${BENCH_ONLY:-${BENCH_SECTIONS[*]}}"
 for section in $BENCH_ONLY; do
   [[ " ${BENCH_SECTIONS[*]} " == *" $section "* ]] || die "unknown BENCH_ONLY section '$section' (expected: ${BENCH_SECTIONS[*]})"
@@ -458,6 +459,19 @@ bench_celebrity() {
   peak_rss_mb "$worker_pid" >"$RAW/rss-timeline-worker-celebrity"
   stop "$worker_pid"
   stop "$api_pid"
+}
+
+# The cost of synchronous replication: the same flash sale and spread workload on one
+# PostgreSQL server and on the lab's 3-node Patroni cluster, in one run (the CAP lab's
+# pg-sync-cost scenario: it needs root, for the lab's network namespace).
+bench_replication() {
+  if [[ $EUID -ne 0 ]]; then
+    warn "replication: skipped (the CAP lab needs root)"
+    return 0
+  fi
+  log "replication: the CAP lab's pg-sync-cost scenario (one server vs 3 nodes, synchronous)"
+  "$SCRIPTS_DIR/lab.sh" --scenario pg-sync-cost >"$RAW/replication.md" 2>"$RAW/replication.log" \
+    || warn "replication: the lab failed (see bench/results/raw/replication.*)"
 }
 
 # ---------------------------------------------------------------- run
