@@ -75,6 +75,8 @@ main() {
   [[ -t 1 ]] || color=(--no-color)   # plain text in CI logs
   log "hadolint Dockerfile"
   "$VENV/bin/hadolint" "${color[@]}" Dockerfile || status=1
+  log "hadolint deploy/patroni/Dockerfile"
+  "$VENV/bin/hadolint" "${color[@]}" deploy/patroni/Dockerfile || status=1
 
   log "check-jsonschema: docker-compose.yml against the Compose Specification"
   # Through the venv's python: the console-script shebang would name the temporary

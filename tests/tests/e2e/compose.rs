@@ -58,7 +58,7 @@ struct ComposeFile {
 #[serde(default)]
 struct Service {
     image: Option<String>,
-    /// Present on the services built from `./Dockerfile`.
+    /// Present on the services built here (`./Dockerfile`, `deploy/patroni`).
     build: Option<serde::de::IgnoredAny>,
     command: Option<StringOrList>,
     /// The map form (`NAME: value`), which this file uses throughout.
@@ -260,13 +260,16 @@ fn interpolate(value: &str, vars: &BTreeMap<String, String>) -> Result<String, S
     Ok(out)
 }
 
+/// The image built from `./Dockerfile` (the `x-app` anchor).
+const APP_IMAGE: &str = "cap-services:local";
+
 /// The services run from our image, with the binary each runs.
 fn app_services(compose: &ComposeFile) -> Vec<(&str, &Service, &'static str)> {
     let binaries = binaries();
     compose
         .services
         .iter()
-        .filter(|(_, service)| service.build.is_some())
+        .filter(|(_, service)| service.image.as_deref() == Some(APP_IMAGE))
         .map(|(name, service)| {
             let command = service
                 .command
@@ -980,7 +983,7 @@ async fn prometheus_scrapes_every_service_where_it_listens() {
             let service = compose
                 .services
                 .get(&host)
-                .filter(|s| s.build.is_some())
+                .filter(|s| s.image.as_deref() == Some(APP_IMAGE))
                 .unwrap_or_else(|| {
                     panic!(
                         "job {}: `{host}` is not a service built from the Dockerfile",
@@ -1127,4 +1130,99 @@ fn interpolation_follows_compose() {
     assert_eq!(interpolate("$$HOME", &vars).as_deref(), Ok("$HOME"));
     assert!(interpolate("${UNSET}", &vars).is_err());
     assert!(interpolate("$SET", &vars).is_err());
+}
+
+// ------------------------------------------------------- PostgreSQL cluster --
+
+/// The settings that make the cluster CP, read from a Patroni configuration.
+fn patroni_dcs(text: &str) -> serde_json::Value {
+    let config: serde_json::Value = serde_saphyr::from_str(text).expect("Patroni YAML parses");
+    let dcs = &config["bootstrap"]["dcs"];
+    serde_json::json!({
+        "ttl": dcs["ttl"],
+        "loop_wait": dcs["loop_wait"],
+        "retry_timeout": dcs["retry_timeout"],
+        "synchronous_mode": dcs["synchronous_mode"],
+        "synchronous_mode_strict": dcs["synchronous_mode_strict"],
+        "use_pg_rewind": dcs["postgresql"]["use_pg_rewind"],
+        "synchronous_commit": dcs["postgresql"]["parameters"]["synchronous_commit"],
+        "etcd_members": config["etcd3"]["hosts"].as_array().map(Vec::len),
+    })
+}
+
+#[test]
+fn the_cluster_profile_runs_the_labs_postgresql_shape() {
+    let compose = compose();
+    let cluster = configurations()
+        .into_iter()
+        .find(|c| c.profile.as_deref() == Some("cluster"))
+        .expect("deploy/compose/cluster.env");
+    let runs = |name: &str| compose.services.get(name).is_some_and(|s| cluster.runs(s));
+    for name in [
+        "etcd-1", "etcd-2", "etcd-3", "pg-1", "pg-2", "pg-3", "haproxy",
+    ] {
+        assert!(runs(name), "the cluster profile runs {name}");
+    }
+    assert!(
+        !runs("postgres"),
+        "the single PostgreSQL is scaled to 0 in the cluster profile"
+    );
+    assert_eq!(
+        cluster
+            .vars
+            .get("DATABASE_URL")
+            .map(|url| store_hosts("DATABASE_URL", url)),
+        Some(vec![("haproxy".to_owned(), 5000)]),
+        "the inventory reaches the primary through HAProxy"
+    );
+
+    // Compose and the lab run the same Patroni settings: the timings, strict
+    // synchronous replication, pg_rewind, three etcd members.
+    let compose_dcs = patroni_dcs(&read("deploy/patroni/patroni.yml"));
+    // The lab's template, with its placeholders filled as cap-lab fills them.
+    let lab_dcs = patroni_dcs(
+        &read("crates/lab/patroni/patroni.yml.in")
+            .replace("@INDEX@", "1")
+            .replace("@DIR@", "/lab/pg-1")
+            .replace("@PG_BIN@", "/usr/lib/postgresql/15/bin"),
+    );
+    assert_eq!(
+        compose_dcs, lab_dcs,
+        "compose's Patroni and the lab's agree"
+    );
+    assert_eq!(compose_dcs["synchronous_mode_strict"], true);
+    assert_eq!(compose_dcs["etcd_members"], 3);
+    // Patroni's rule: loop_wait + 2 * retry_timeout <= ttl.
+    let (ttl, loop_wait, retry) = (
+        compose_dcs["ttl"].as_u64().expect("ttl"),
+        compose_dcs["loop_wait"].as_u64().expect("loop_wait"),
+        compose_dcs["retry_timeout"]
+            .as_u64()
+            .expect("retry_timeout"),
+    );
+    assert!(
+        loop_wait + 2 * retry <= ttl,
+        "loop_wait + 2 * retry_timeout <= ttl"
+    );
+
+    // Both HAProxy configurations route to the node Patroni calls primary, and
+    // close the sessions of a node that stops being it.
+    for path in [
+        "deploy/patroni/haproxy.cfg",
+        "crates/lab/patroni/haproxy.cfg",
+    ] {
+        let text = read(path);
+        for needle in [
+            "option httpchk GET /primary",
+            "http-check expect status 200",
+            "on-marked-down shutdown-sessions",
+        ] {
+            assert!(text.contains(needle), "{path}: `{needle}`");
+        }
+        assert_eq!(
+            text.matches("check port 8008").count(),
+            3,
+            "{path}: three Patroni nodes"
+        );
+    }
 }
