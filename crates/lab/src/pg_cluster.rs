@@ -189,6 +189,20 @@ impl PgCluster {
         Ok(())
     }
 
+    /// SIGKILLs node i's PostgreSQL server (its postmaster, from
+    /// `postmaster.pid`); Patroni and etcd on the node stay up.
+    pub async fn kill_postgres(&self, index: usize) -> anyhow::Result<u32> {
+        let node = &self.nodes[index - 1];
+        let pid: u32 = std::fs::read_to_string(node.dir.join("data/postmaster.pid"))
+            .context("node's postmaster.pid")?
+            .lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .context("a pid in postmaster.pid")?;
+        crate::services::kill(pid, "KILL").await?;
+        Ok(pid)
+    }
+
     /// Starts a crashed node again on its data: it rejoins as a standby
     /// (Patroni rewinds it with pg_rewind if it had diverged).
     pub async fn start_node(&self, index: usize) -> anyhow::Result<()> {

@@ -1142,6 +1142,7 @@ fn patroni_dcs(text: &str) -> serde_json::Value {
         "ttl": dcs["ttl"],
         "loop_wait": dcs["loop_wait"],
         "retry_timeout": dcs["retry_timeout"],
+        "primary_start_timeout": dcs["primary_start_timeout"],
         "synchronous_mode": dcs["synchronous_mode"],
         "synchronous_mode_strict": dcs["synchronous_mode_strict"],
         "use_pg_rewind": dcs["postgresql"]["use_pg_rewind"],

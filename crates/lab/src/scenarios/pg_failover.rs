@@ -1,9 +1,9 @@
-//! Scenarios 9–11: CP beyond one machine. The inventory on a 3-node
+//! Scenarios 9–12: CP beyond one machine. The inventory on a 3-node
 //! PostgreSQL run by Patroni (leader key in etcd, synchronous replication),
 //! behind HAProxy, while buyers reserve: the primary partitioned from the
-//! majority, the primary crashed, and a planned switchover. Every 201 must
-//! exist afterwards, nothing may be oversold, the ledger must replay, and the
-//! recorded history must be linearizable.
+//! majority, its PostgreSQL killed, its whole node lost, and a planned
+//! switchover. Every 201 must exist afterwards, nothing may be oversold, the
+//! ledger must replay, and the recorded history must be linearizable.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -133,7 +133,7 @@ async fn verify(
     fault_at: Duration,
     (sku, stock, attempts, history): (String, i64, Vec<Attempt>, Arc<History>),
     file: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Duration>> {
     let before: Vec<&Attempt> = attempts.iter().filter(|a| a.call.sent < fault_at).collect();
     let after: Vec<&Attempt> = attempts
         .iter()
@@ -338,7 +338,7 @@ async fn verify(
         ),
         verdict.linearizable,
     );
-    Ok(())
+    Ok(window)
 }
 
 /// Polls the cluster every 250 ms until `done` or `timeout`; returns the
@@ -441,11 +441,71 @@ pub async fn partition(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         "history-pg-partition",
     )
     .await
+    .map(|_| ())
 }
 
-/// Scenario 10: the primary crashed (SIGKILL to its etcd member, Patroni and
-/// PostgreSQL) in the middle of a flash sale; then it returns as a standby.
+/// Scenario 10: the primary's PostgreSQL killed (SIGKILL to the postmaster) in
+/// the middle of a flash sale. Patroni, alive on the node, gives up the leader
+/// key at once (`primary_start_timeout: 0`), the synchronous standby takes
+/// over, and the old primary comes back as a standby by itself.
 pub async fn primary_kill(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
+    let old = lab.pg_cluster.primary().await.context("no primary")?;
+    let rewinds_before = lab.pg_cluster.rewinds(old);
+    let sale = Sale::start(lab, 3_000).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fault_at = lab.http.origin().elapsed();
+    let pid = lab.pg_cluster.kill_postgres(old).await?;
+    report.step(format!(
+        "{BUYERS} buyers in a flash sale of 3000 units; SIGKILLed the primary pg{old}'s PostgreSQL (postmaster, pid {pid})"
+    ));
+    let events = watch_until(lab, Duration::from_secs(60), |roles| {
+        roles
+            .iter()
+            .enumerate()
+            .any(|(i, r)| i + 1 != old && is_primary(r))
+    })
+    .await;
+    let whole = lab.pg_cluster.wait_whole(Duration::from_secs(120)).await?;
+    report.table(
+        &["since the kill", "node", "role and state (its REST API)"],
+        event_rows(&events, fault_at),
+    );
+    report.step(format!(
+        "pg{old} came back as a streaming standby by itself, {:.1} s after the new primary{}",
+        whole.as_secs_f64(),
+        if lab.pg_cluster.rewinds(old) > rewinds_before {
+            " (Patroni ran pg_rewind on it)"
+        } else {
+            ""
+        }
+    ));
+    report.check(
+        format!("a standby took over from pg{old}, and pg{old} rejoined as a standby: the cluster is whole again"),
+        lab.pg_cluster.primary().await.is_some_and(|new| new != old),
+    );
+    let window = verify(
+        lab,
+        report,
+        fault_at,
+        sale.stop().await?,
+        "history-pg-primary-kill",
+    )
+    .await?;
+    report.check(
+        format!(
+            "unavailability window on a primary kill within the 15 s target: {}",
+            window.map_or("—".into(), |w| format!("{:.1} s", w.as_secs_f64()))
+        ),
+        window.is_some_and(|w| w <= Duration::from_secs(15)),
+    );
+    Ok(())
+}
+
+/// Scenario 11: the primary's whole node crashed (SIGKILL to its etcd member,
+/// Patroni and PostgreSQL: a machine lost) in the middle of a flash sale; its
+/// leader key must expire (ttl) before a standby may take over. Then the node
+/// starts again and returns as a standby.
+pub async fn node_crash(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let old = lab.pg_cluster.primary().await.context("no primary")?;
     let rewinds_before = lab.pg_cluster.rewinds(old);
     let sale = Sale::start(lab, 3_000).await?;
@@ -488,10 +548,18 @@ pub async fn primary_kill(lab: &Lab, report: &mut Report) -> anyhow::Result<()> 
         ),
         returned,
     );
-    verify(lab, report, fault_at, sale.stop().await?, "history-pg-kill").await
+    verify(
+        lab,
+        report,
+        fault_at,
+        sale.stop().await?,
+        "history-pg-node-crash",
+    )
+    .await
+    .map(|_| ())
 }
 
-/// Scenario 11: a planned switchover while buyers reserve.
+/// Scenario 12: a planned switchover while buyers reserve.
 pub async fn switchover(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let old = lab.pg_cluster.primary().await.context("no primary")?;
     let candidate = if old == 3 { 1 } else { old + 1 };
@@ -526,4 +594,5 @@ pub async fn switchover(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         "history-pg-switchover",
     )
     .await
+    .map(|_| ())
 }

@@ -1,4 +1,4 @@
-//! Scenario 12: the cost of synchronous replication. The same flash sale
+//! Scenario 13: the cost of synchronous replication. The same flash sale
 //! (one hot product) and the same spread workload (100 products), driven by
 //! `capctl flash-sale`, against the inventory on one PostgreSQL server and
 //! against the inventory on the 3-node cluster (through HAProxy, each commit
