@@ -125,7 +125,7 @@ async fn run(paths: lab::Paths, selected: &[Scenario]) -> ExitCode {
     summary.push_str(&format!(
         "\nCluster start: {:.1} s (3 Cassandra nodes up and seeing each other); PostgreSQL \
          cluster: {:.1} s (a primary and two streaming standbys); whole lab up: {:.1} s; \
-         peak memory of the lab: {} MiB (resident, every process of its namespace)\n",
+         peak memory of the lab: {} MiB (PSS summed over every process of its namespace)\n",
         lab.cluster_start.as_secs_f64(),
         lab.pg_cluster_start.as_secs_f64(),
         lab.stack_start.as_secs_f64(),

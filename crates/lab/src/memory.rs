@@ -1,5 +1,8 @@
-//! The lab's peak memory: the resident memory of every process in its pid
-//! namespace (its `/proc` shows only those), summed every half second.
+//! The lab's peak memory: the proportional set size (PSS) of every process in
+//! its pid namespace (its `/proc` shows only those), summed every half second.
+//! PSS splits a shared page between the processes that map it, so
+//! PostgreSQL's shared buffers, mapped by every backend, count once (a sum of
+//! resident sizes would count them once per backend).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +35,8 @@ impl PeakMemory {
     }
 }
 
-/// Sum of `VmRSS` over `/proc/<pid>/status`, in KiB.
+/// Sum of `Pss` over `/proc/<pid>/smaps_rollup` (`VmRSS` from `status` where
+/// the kernel has no rollup), in KiB.
 fn resident_kib() -> u64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
@@ -46,19 +50,19 @@ fn resident_kib() -> u64 {
                 .bytes()
                 .all(|b| b.is_ascii_digit())
         })
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("status")).ok())
-        .filter_map(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|value| {
-                    value
-                        .trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
+        .filter_map(|entry| {
+            let field = |file: &str, name: &str| -> Option<u64> {
+                std::fs::read_to_string(entry.path().join(file))
+                    .ok()?
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            };
+            field("smaps_rollup", "Pss:").or_else(|| field("status", "VmRSS:"))
         })
         .sum()
 }
