@@ -258,6 +258,20 @@ impl PgCluster {
         None
     }
 
+    /// The synchronous standby (the only node a switchover may promote in
+    /// synchronous mode, as it has every acknowledged commit).
+    pub async fn sync_standby(&self) -> Option<usize> {
+        let members = self.members().await?;
+        members["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["role"] == "sync_standby")?["name"]
+            .as_str()?
+            .strip_prefix("pg")?
+            .parse()
+            .ok()
+    }
+
     /// Waits until there is one leader and two streaming standbys, one of
     /// them synchronous; returns how long it took.
     pub async fn wait_whole(&self, timeout: Duration) -> anyhow::Result<Duration> {

@@ -559,10 +559,15 @@ pub async fn node_crash(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     .map(|_| ())
 }
 
-/// Scenario 12: a planned switchover while buyers reserve.
+/// Scenario 12: a planned switchover (to the synchronous standby) while buyers reserve.
 pub async fn switchover(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let old = lab.pg_cluster.primary().await.context("no primary")?;
-    let candidate = if old == 3 { 1 } else { old + 1 };
+    // In synchronous mode only the synchronous standby may take over.
+    let candidate = lab
+        .pg_cluster
+        .sync_standby()
+        .await
+        .context("no synchronous standby")?;
     let sale = Sale::start(lab, 100_000).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let fault_at = lab.http.origin().elapsed();
