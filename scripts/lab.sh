@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# scripts/lab.sh [cap-lab args...] — the CAP lab (`make lab`): a 3-node Cassandra cluster,
-# PostgreSQL, NATS and the services in a private network namespace, real faults, evidence.
+# scripts/lab.sh [cap-lab args...] — the CAP lab (`make lab`): a 3-node Cassandra cluster, a
+# 3-node PostgreSQL (Patroni, etcd, HAProxy), PostgreSQL, NATS and the services in a private
+# network namespace, real faults, evidence.
 #
-# Installs what the lab needs (scripts/install.sh --lab: nftables, Go for the checker), builds
-# the linearizability checker (crates/lab/checker, porcupine), then runs `cap-lab` as the first
-# process of new network + pid namespaces: its ports and nftables rules are its own (a running
-# `make run` on the host is not touched), and when it exits — normally, on Ctrl-C or by a crash —
-# the kernel kills every process it started and drops the namespace with its rules.
-# Data and logs: .local/lab (wiped at the start of each run). SCENARIO=name runs one scenario.
+# Installs what the lab needs (scripts/install.sh --lab: nftables, Go for the checker, etcd,
+# HAProxy, Patroni), builds the linearizability checker (crates/lab/checker, porcupine), then
+# runs `cap-lab` in new network + pid namespaces: its ports and nftables rules are its own (a
+# running `make run` on the host is not touched), and when it exits — normally, on Ctrl-C or by
+# a crash — the kernel kills every process it started and drops the namespace with its rules.
+# Data and logs: .local/lab (wiped at the start of each run). `--scenario name[,name]` (make lab
+# SCENARIO=...) runs some scenarios; `--list` names them.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
