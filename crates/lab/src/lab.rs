@@ -137,17 +137,11 @@ impl Lab {
                 ("OUTBOX_RELAY_AFTER_SECS", "2".into()),
             ])
         };
-        let inventory = Service::new(
-            "inventory",
-            bin("inventory"),
-            "127.0.0.1:8081",
-            groups::INVENTORY,
+        // Both inventories alike but for their address and database.
+        let inventory_env = |addr: &str, database_url: String| {
             env(&[
-                ("INVENTORY_ADDR", "127.0.0.1:8081".into()),
-                (
-                    "DATABASE_URL",
-                    "postgres://postgres@127.0.0.1:5432/inventory".into(),
-                ),
+                ("INVENTORY_ADDR", addr.to_owned()),
+                ("DATABASE_URL", database_url),
                 (
                     "DATABASE_ACQUIRE_TIMEOUT_MS",
                     INVENTORY_ACQUIRE_TIMEOUT_MS.to_string(),
@@ -163,7 +157,17 @@ impl Lab {
                 ),
                 ("READINESS_TIMEOUT_MS", "1000".into()),
                 ("RESERVATION_DEFAULT_TTL_SECS", "3600".into()),
-            ]),
+            ])
+        };
+        let inventory = Service::new(
+            "inventory",
+            bin("inventory"),
+            "127.0.0.1:8081",
+            groups::INVENTORY,
+            inventory_env(
+                "127.0.0.1:8081",
+                "postgres://postgres@127.0.0.1:5432/inventory".into(),
+            ),
             &log_dir,
         );
         let inventory_ha = Service::new(
@@ -171,25 +175,7 @@ impl Lab {
             bin("inventory"),
             "127.0.0.1:8085",
             groups::INVENTORY_HA,
-            env(&[
-                ("INVENTORY_ADDR", "127.0.0.1:8085".into()),
-                ("DATABASE_URL", PgCluster::url("inventory")),
-                (
-                    "DATABASE_ACQUIRE_TIMEOUT_MS",
-                    INVENTORY_ACQUIRE_TIMEOUT_MS.to_string(),
-                ),
-                (
-                    "DATABASE_LOCK_TIMEOUT_MS",
-                    INVENTORY_LOCK_TIMEOUT_MS.to_string(),
-                ),
-                ("DATABASE_STATEMENT_TIMEOUT_MS", "2500".into()),
-                (
-                    "HTTP_REQUEST_TIMEOUT_SECS",
-                    INVENTORY_REQUEST_TIMEOUT_SECS.to_string(),
-                ),
-                ("READINESS_TIMEOUT_MS", "1000".into()),
-                ("RESERVATION_DEFAULT_TTL_SECS", "3600".into()),
-            ]),
+            inventory_env("127.0.0.1:8085", PgCluster::url("inventory")),
             &log_dir,
         );
         let timeline = Service::new(

@@ -17,14 +17,7 @@ use sqlx::{Connection, PgConnection};
 const PROMPT: Duration = Duration::from_secs(5);
 
 async fn requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after(strategy: &str) {
-    let pg = PgInstance::start().await;
-    let mut admin = PgConnection::connect(&pg.url("postgres"))
-        .await
-        .expect("connect");
-    sqlx::query("CREATE DATABASE inventory")
-        .execute(&mut admin)
-        .await
-        .expect("create database");
+    let (pg, admin) = private_server().await;
     admin.close().await.expect("close");
 
     let app = InventoryApp::spawn_on(
@@ -116,14 +109,7 @@ e2e::per_strategy!(requests_get_a_prompt_503_while_the_database_is_down_and_succ
 /// a success; only a cancel request would, and the service sends none.)
 #[tokio::test]
 async fn a_commit_no_standby_confirmed_is_never_acknowledged() {
-    let pg = PgInstance::start().await;
-    let mut admin = PgConnection::connect(&pg.url("postgres"))
-        .await
-        .expect("connect");
-    sqlx::query("CREATE DATABASE inventory")
-        .execute(&mut admin)
-        .await
-        .expect("create database");
+    let (pg, mut admin) = private_server().await;
     let app = InventoryApp::spawn_on(
         &pg.url("inventory"),
         &[
@@ -162,4 +148,18 @@ async fn a_commit_no_standby_confirmed_is_never_acknowledged() {
         .await
         .expect("reload");
     admin.close().await.expect("close");
+}
+
+/// A PostgreSQL server of the test's own with an empty `inventory` database,
+/// and an admin connection to it.
+async fn private_server() -> (PgInstance, PgConnection) {
+    let pg = PgInstance::start().await;
+    let mut admin = PgConnection::connect(&pg.url("postgres"))
+        .await
+        .expect("connect");
+    sqlx::query("CREATE DATABASE inventory")
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    (pg, admin)
 }

@@ -5,10 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use anyhow::ensure;
 use serde_json::json;
 
-use super::{heal_nodes, partition_nodes, poll_until, unique};
+use super::{followers_of, heal_nodes, partition_nodes, poll_until, unique};
 use crate::http::Call;
 use crate::lab::Lab;
 use crate::report::{Report, latency_summary, status_counts};
@@ -19,20 +18,7 @@ const POSTS: usize = 3;
 
 pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let author = unique("ap-author");
-    let followers: Vec<String> = (0..3).map(|i| unique(&format!("ap-follower{i}"))).collect();
-    for follower in &followers {
-        let call = lab
-            .http
-            .send(
-                reqwest::Method::PUT,
-                &lab.timeline
-                    .url(&format!("/v1/users/{follower}/following/{author}")),
-                None,
-                &[],
-            )
-            .await;
-        ensure!(call.is(204), "follow: {:?} {}", call.status, call.body);
-    }
+    let followers = followers_of(lab, &author, "ap-follower", 3).await?;
     report.step(format!("{} followers follow {author}", followers.len()));
 
     let mut acknowledged: Vec<String> = Vec::new();
@@ -40,66 +26,47 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
 
     partition_nodes(lab, report, &[1]).await?;
     let stage = "node 1 cut off ({1} | {2, 3})";
-    let one = stage_reads(lab, &followers[0], "one").await;
-    let quorum = stage_reads(lab, &followers[0], "quorum").await;
-    let all = stage_reads(lab, &followers[0], "all").await;
-    let posts_quorum = stage_posts(lab, &lab.timeline, &author, "quorum", &mut acknowledged).await;
-    let posts_one = stage_posts(lab, &lab.timeline_one, &author, "one", &mut acknowledged).await;
-    rows.extend(table_rows(
-        stage,
-        &one,
-        &quorum,
-        &all,
-        &posts_quorum,
-        &posts_one,
-    ));
+    let seen = Stage::observe(lab, &followers[0], &author, &mut acknowledged).await;
+    rows.extend(seen.rows(stage));
     report.check(
         format!("{stage}: reads at ONE answer 200"),
-        one.iter().all(|c| c.is(200)),
+        seen.one.iter().all(|c| c.is(200)),
     );
     report.check(
         format!("{stage}: reads at ALL answer 503 problems (one replica is unreachable)"),
-        all.iter().all(Call::is_refusal),
+        seen.all.iter().all(Call::is_refusal),
     );
     report.check(
         format!("{stage}: reads at QUORUM answer 200 (the majority side has a quorum; the driver moves on from node 1)"),
-        quorum.iter().all(|c| c.is(200)),
+        seen.quorum.iter().all(|c| c.is(200)),
     );
     report.check(
         format!("{stage}: posts are taken at QUORUM and at ONE (202)"),
-        posts_quorum.iter().chain(&posts_one).all(|c| c.is(202)),
+        seen.posts_quorum
+            .iter()
+            .chain(&seen.posts_one)
+            .all(|c| c.is(202)),
     );
 
     partition_nodes(lab, report, &[2, 3]).await?;
     let stage = "every node cut off ({1} | {2} | {3})";
-    let one = stage_reads(lab, &followers[0], "one").await;
-    let quorum = stage_reads(lab, &followers[0], "quorum").await;
-    let all = stage_reads(lab, &followers[0], "all").await;
-    let posts_quorum = stage_posts(lab, &lab.timeline, &author, "quorum", &mut acknowledged).await;
-    let posts_one = stage_posts(lab, &lab.timeline_one, &author, "one", &mut acknowledged).await;
-    rows.extend(table_rows(
-        stage,
-        &one,
-        &quorum,
-        &all,
-        &posts_quorum,
-        &posts_one,
-    ));
+    let seen = Stage::observe(lab, &followers[0], &author, &mut acknowledged).await;
+    rows.extend(seen.rows(stage));
     report.check(
         format!("{stage}: reads at ONE answer 200"),
-        one.iter().all(|c| c.is(200)),
+        seen.one.iter().all(|c| c.is(200)),
     );
     report.check(
         format!("{stage}: reads at QUORUM and ALL answer 503 problems"),
-        quorum.iter().chain(&all).all(Call::is_refusal),
+        seen.quorum.iter().chain(&seen.all).all(Call::is_refusal),
     );
     report.check(
         format!("{stage}: posts at QUORUM are refused (503 + Retry-After)"),
-        posts_quorum.iter().all(Call::is_refusal),
+        seen.posts_quorum.iter().all(Call::is_refusal),
     );
     report.check(
         format!("{stage}: posts at ONE are taken (202)"),
-        posts_one.iter().all(|c| c.is(202)),
+        seen.posts_one.iter().all(|c| c.is(202)),
     );
     report.table(&["stage", "operation", "statuses", "latency"], rows);
 
@@ -197,29 +164,50 @@ pub async fn timeline_ids(lab: &Lab, user: &str) -> HashSet<String> {
         .unwrap_or_default()
 }
 
-fn table_rows(
-    stage: &str,
-    one: &[Call],
-    quorum: &[Call],
-    all: &[Call],
-    posts_quorum: &[Call],
-    posts_one: &[Call],
-) -> Vec<Vec<String>> {
-    [
-        ("timeline read, consistency=one", one),
-        ("timeline read, consistency=quorum", quorum),
-        ("timeline read, consistency=all", all),
-        ("post, POST_WRITE_CONSISTENCY=quorum", posts_quorum),
-        ("post, POST_WRITE_CONSISTENCY=one", posts_one),
-    ]
-    .into_iter()
-    .map(|(operation, calls)| {
-        vec![
-            stage.to_owned(),
-            operation.to_owned(),
-            status_counts(calls.iter().map(|c| &c.status)),
-            latency_summary(&calls.iter().map(Call::latency).collect::<Vec<_>>()),
+/// What clients saw during one stage of the partition.
+struct Stage {
+    one: Vec<Call>,
+    quorum: Vec<Call>,
+    all: Vec<Call>,
+    posts_quorum: Vec<Call>,
+    posts_one: Vec<Call>,
+}
+
+impl Stage {
+    /// Reads `reader`'s timeline at each level and posts through both APIs;
+    /// the ids of the posts taken go to `acknowledged`.
+    async fn observe(
+        lab: &Lab,
+        reader: &str,
+        author: &str,
+        acknowledged: &mut Vec<String>,
+    ) -> Self {
+        Self {
+            one: stage_reads(lab, reader, "one").await,
+            quorum: stage_reads(lab, reader, "quorum").await,
+            all: stage_reads(lab, reader, "all").await,
+            posts_quorum: stage_posts(lab, &lab.timeline, author, "quorum", acknowledged).await,
+            posts_one: stage_posts(lab, &lab.timeline_one, author, "one", acknowledged).await,
+        }
+    }
+
+    fn rows(&self, stage: &str) -> Vec<Vec<String>> {
+        [
+            ("timeline read, consistency=one", &self.one),
+            ("timeline read, consistency=quorum", &self.quorum),
+            ("timeline read, consistency=all", &self.all),
+            ("post, POST_WRITE_CONSISTENCY=quorum", &self.posts_quorum),
+            ("post, POST_WRITE_CONSISTENCY=one", &self.posts_one),
         ]
-    })
-    .collect()
+        .into_iter()
+        .map(|(operation, calls)| {
+            vec![
+                stage.to_owned(),
+                operation.to_owned(),
+                status_counts(calls.iter().map(|c| &c.status)),
+                latency_summary(&calls.iter().map(Call::latency).collect::<Vec<_>>()),
+            ]
+        })
+        .collect()
+    }
 }

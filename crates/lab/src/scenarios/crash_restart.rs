@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::ap_available::timeline_ids;
 use super::queue_partition::metric;
-use super::unique;
+use super::{followers_of, unique};
 use crate::lab::Lab;
 use crate::report::Report;
 
@@ -22,23 +22,7 @@ const ROWS: &str = "timeline_fanout_rows_written_total";
 
 pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let author = unique("crash-author");
-    let followers: Vec<String> = (0..FOLLOWERS)
-        .map(|i| unique(&format!("crash-f{i}")))
-        .collect();
-    let follows: Vec<_> = followers
-        .iter()
-        .map(|follower| {
-            let url = lab
-                .timeline
-                .url(&format!("/v1/users/{follower}/following/{author}"));
-            async move { lab.http.send(reqwest::Method::PUT, &url, None, &[]).await }
-        })
-        .collect();
-    let answers: Vec<_> = futures::stream::iter(follows)
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    ensure!(answers.iter().all(|c| c.is(204)), "every follow is taken");
+    let followers = followers_of(lab, &author, "crash-f", FOLLOWERS).await?;
     report.step(format!(
         "{FOLLOWERS} followers follow {author}; each fault below starts with {POSTS_PER_FAULT} new posts ({} timeline rows, chunks of 50) still to fan out",
         FOLLOWERS * POSTS_PER_FAULT

@@ -162,6 +162,41 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// `count` new users (named after `prefix`) who follow `author`, 16 follows
+/// in flight; fails unless every follow is taken.
+pub async fn followers_of(
+    lab: &Lab,
+    author: &str,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    use futures::StreamExt;
+    let followers: Vec<String> = (0..count)
+        .map(|i| unique(&format!("{prefix}{i}")))
+        .collect();
+    let follows: Vec<_> = followers
+        .iter()
+        .map(|follower| {
+            let url = lab
+                .timeline
+                .url(&format!("/v1/users/{follower}/following/{author}"));
+            async move { lab.http.send(reqwest::Method::PUT, &url, None, &[]).await }
+        })
+        .collect();
+    let answers: Vec<_> = futures::stream::iter(follows)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    if let Some(refused) = answers.iter().find(|call| !call.is(204)) {
+        anyhow::bail!(
+            "a follow of {author} was refused: {:?} {}",
+            refused.status,
+            refused.body
+        );
+    }
+    Ok(followers)
+}
+
 /// Cuts the nodes `isolated` off from their peers, then waits until every
 /// node's failure detector agrees (each isolated node alone, the others seeing
 /// the rest), so requests fail fast as Unavailable instead of timing out.

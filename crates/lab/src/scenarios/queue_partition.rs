@@ -6,11 +6,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use anyhow::ensure;
 use serde_json::{Value, json};
 
 use super::ap_available::timeline_ids;
-use super::{poll_until, unique};
+use super::{followers_of, poll_until, unique};
 use crate::http::Call;
 use crate::lab::{Lab, groups};
 use crate::report::{Report, latency_summary, status_counts};
@@ -21,22 +20,7 @@ const POSTS: usize = 10;
 
 pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let author = unique("queue-author");
-    let followers: Vec<String> = (0..FOLLOWERS)
-        .map(|i| unique(&format!("queue-f{i}")))
-        .collect();
-    for follower in &followers {
-        let call = lab
-            .http
-            .send(
-                reqwest::Method::PUT,
-                &lab.timeline
-                    .url(&format!("/v1/users/{follower}/following/{author}")),
-                None,
-                &[],
-            )
-            .await;
-        ensure!(call.is(204), "follow: {:?}", call.status);
-    }
+    let followers = followers_of(lab, &author, "queue-f", FOLLOWERS).await?;
     // The follows' own fan-out (backfill) settles before the count starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rows_before = metric(lab, &lab.worker, "timeline_fanout_rows_written_total").await;
