@@ -1,5 +1,6 @@
 //! A small typed client for both services.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -177,9 +178,32 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
     sum + 0.0
 }
 
+/// Sums the samples of the counter or gauge `name` per value of its label
+/// `label` (samples without it count under `""`).
+pub fn metric_sum_by(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
+    use prometheus_parse::Value;
+    let mut sums = BTreeMap::new();
+    for sample in samples(text).iter().filter(|sample| sample.metric == name) {
+        if let Value::Counter(value) | Value::Gauge(value) | Value::Untyped(value) = sample.value {
+            let key = sample.labels.get(label).unwrap_or_default().to_owned();
+            *sums.entry(key).or_insert(0.0) += value;
+        }
+    }
+    sums
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_sum_by_groups_by_one_label() {
+        let text = "# TYPE x counter\nx{operation=\"r\",cause=\"version\"} 3\nx{operation=\"c\",cause=\"version\"} 4\nx{operation=\"r\",cause=\"serialization\"} 1\n";
+        let sums = metric_sum_by(text, "x", "cause");
+        assert_eq!(sums.get("version"), Some(&7.0));
+        assert_eq!(sums.get("serialization"), Some(&1.0));
+        assert!(metric_sum_by(text, "missing", "cause").is_empty());
+    }
 
     #[test]
     fn metric_sum_adds_every_label_set() {

@@ -1,4 +1,9 @@
 //! `capctl flash-sale`: many buyers race for little stock; nothing may be oversold.
+//!
+//! The buyers go round-robin to every `--inventory-url` given (several replicas
+//! of the inventory on one database); the product is created through the first,
+//! and the service counters (conflicts, retries, batch sizes) are summed over all.
+//! A live progress bar (stderr, only on a terminal) shows the outcomes so far.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,7 +15,7 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::client::{ServiceClient, metric_sum};
+use crate::client::{ServiceClient, metric_sum, metric_sum_by};
 use crate::latency::{Latencies, LatencySummary};
 
 /// What to race.
@@ -37,9 +42,14 @@ pub struct FlashSaleArgs {
 }
 
 /// The result of a flash sale, and the invariant it checked.
+///
+/// The lab (`crates/lab`, pg-sync-cost) and `make bench` read this as JSON:
+/// fields are only ever added.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlashSaleReport {
     pub skus: Vec<String>,
+    /// The inventory replicas the buyers were spread over, round-robin.
+    pub inventory_urls: Vec<String>,
     pub stock_per_product: i64,
     pub buyers: usize,
     pub concurrency: usize,
@@ -60,8 +70,20 @@ pub struct FlashSaleReport {
     /// Version conflicts and retries the service counted during the race.
     pub conflicts: f64,
     pub retries: f64,
+    /// The conflicts by their `cause` label.
+    pub conflicts_by_cause: BTreeMap<String, f64>,
+    /// Transactions of coalesced reservations the service ran during the race
+    /// (`inventory_reservation_batch_size`; `None` when the service has no such metric).
+    pub batches: Option<f64>,
+    /// Requests per such transaction, on average.
+    pub batch_size_mean: Option<f64>,
     pub elapsed_secs: f64,
+    /// Every answer (`201`, `409`, `503`, …) per second, over the whole race.
     pub requests_per_sec: f64,
+    /// From the start until the last `201` arrived: while there was stock to sell.
+    pub selling_secs: f64,
+    /// `201`s per second while there was stock to sell (`held / selling_secs`).
+    pub holds_per_sec: f64,
     pub latency: LatencySummary,
     /// `oversold == 0`, the counters match the acknowledged holds, and no unexpected status.
     pub invariant_holds: bool,
@@ -75,10 +97,13 @@ enum Outcome {
 }
 
 pub async fn run(
-    inventory: &ServiceClient,
+    inventories: &[ServiceClient],
     args: &FlashSaleArgs,
     show_progress: bool,
 ) -> anyhow::Result<FlashSaleReport> {
+    let inventory = inventories
+        .first()
+        .context("at least one inventory URL is needed")?;
     ensure!(
         args.buyers > 0 && args.concurrency > 0 && args.products > 0,
         "buyers, concurrency and products must be positive"
@@ -98,42 +123,47 @@ pub async fn run(
             .into_success()
             .with_context(|| format!("creating product {sku}"))?;
     }
-    let before = inventory.metrics().await.unwrap_or_default();
+    let before = scrape_all(inventories).await;
 
-    let progress = if show_progress {
-        ProgressBar::new(args.buyers as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} buyers {pos}/{len} [{bar:40}] {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-
+    let progress = progress_bar(show_progress, args.buyers);
     let started = Instant::now();
     let mut latencies = Latencies::default();
     let mut outcomes = Vec::with_capacity(args.buyers);
+    let mut tally = Tally::default();
     {
         let buyers = futures::stream::iter(0..args.buyers)
             .map(|buyer| {
                 let sku = &skus[buyer % skus.len()];
+                let replica = &inventories[buyer % inventories.len()];
                 let quantity = rand::rng().random_range(1..=args.max_quantity);
-                buy(inventory, sku, quantity, args.confirm)
+                buy(replica, sku, quantity, args.confirm)
             })
             .buffer_unordered(args.concurrency);
         futures::pin_mut!(buyers);
         while let Some(result) = buyers.next().await {
             let (outcome, elapsed) = result?;
             latencies.record(elapsed);
+            tally.count(&outcome, started.elapsed());
             outcomes.push(outcome);
+            progress.set_message(tally.to_string());
             progress.inc(1);
         }
     }
     let elapsed = started.elapsed();
     progress.finish_and_clear();
 
-    let after = inventory.metrics().await.unwrap_or_default();
+    let after = scrape_all(inventories).await;
+    let delta = |name: &str| metric_sum(&after, name) - metric_sum(&before, name);
+    let mut conflicts_by_cause = metric_sum_by(&after, CONFLICTS, "cause");
+    for (cause, earlier) in metric_sum_by(&before, CONFLICTS, "cause") {
+        *conflicts_by_cause.entry(cause).or_default() -= earlier;
+    }
+    conflicts_by_cause.retain(|_, count| *count > 0.0);
+    let batched = after.contains(BATCH_SIZE);
+    let batches = batched.then(|| delta(&format!("{BATCH_SIZE}_count")));
+    let batch_size_mean = batches
+        .filter(|count| *count > 0.0)
+        .map(|count| delta(&format!("{BATCH_SIZE}_sum")) / count);
     let mut units_taken = 0;
     let mut oversold = 0;
     for sku in &skus {
@@ -147,8 +177,10 @@ pub async fn run(
         oversold += (taken - args.stock).max(0);
     }
 
+    let selling = tally.last_hold.unwrap_or(elapsed);
     let mut report = FlashSaleReport {
         skus,
+        inventory_urls: inventories.iter().map(|client| client.url("")).collect(),
         stock_per_product: args.stock,
         buyers: args.buyers,
         concurrency: args.concurrency,
@@ -160,12 +192,15 @@ pub async fn run(
         refused: 0,
         unavailable: 0,
         other: BTreeMap::new(),
-        conflicts: metric_sum(&after, "inventory_transaction_conflicts_total")
-            - metric_sum(&before, "inventory_transaction_conflicts_total"),
-        retries: metric_sum(&after, "inventory_transaction_retries_total")
-            - metric_sum(&before, "inventory_transaction_retries_total"),
+        conflicts: delta(CONFLICTS),
+        retries: delta("inventory_transaction_retries_total"),
+        conflicts_by_cause,
+        batches,
+        batch_size_mean,
         elapsed_secs: elapsed.as_secs_f64(),
         requests_per_sec: args.buyers as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+        selling_secs: selling.as_secs_f64(),
+        holds_per_sec: tally.held as f64 / selling.as_secs_f64().max(f64::EPSILON),
         latency: latencies.summary(),
         invariant_holds: false,
     };
@@ -188,6 +223,77 @@ pub async fn run(
         && report.units_taken == report.units_acknowledged
         && report.other.is_empty();
     Ok(report)
+}
+
+/// The service's counter of lost compare-and-sets and serialization failures.
+const CONFLICTS: &str = "inventory_transaction_conflicts_total";
+/// The service's histogram of requests per coalesced transaction.
+const BATCH_SIZE: &str = "inventory_reservation_batch_size";
+
+/// Every replica's `/metrics` text, one after the other (a replica that does
+/// not answer adds nothing: the figures are then lower bounds).
+async fn scrape_all(inventories: &[ServiceClient]) -> String {
+    let mut text = String::new();
+    for inventory in inventories {
+        text.push_str(&inventory.metrics().await.unwrap_or_default());
+        text.push('\n');
+    }
+    text
+}
+
+/// The outcomes so far, for the progress bar and the selling window.
+#[derive(Debug, Default)]
+struct Tally {
+    held: usize,
+    refused: usize,
+    unavailable: usize,
+    other: usize,
+    /// When the last `201` arrived, since the start.
+    last_hold: Option<Duration>,
+}
+
+impl Tally {
+    fn count(&mut self, outcome: &Outcome, at: Duration) {
+        match outcome {
+            Outcome::Held { .. } => {
+                self.held += 1;
+                self.last_hold = Some(at);
+            }
+            Outcome::Refused => self.refused += 1,
+            Outcome::Unavailable => self.unavailable += 1,
+            Outcome::Other(_) => self.other += 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "held {} · sold out {} · 503 {}",
+            self.held, self.refused, self.unavailable
+        )?;
+        if self.other > 0 {
+            write!(f, " · other {}", self.other)?;
+        }
+        Ok(())
+    }
+}
+
+/// A bar over the buyers with the outcomes so far; hidden unless asked for.
+fn progress_bar(show: bool, buyers: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(buyers as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} buyers {pos}/{len} [{bar:30}] {per_sec} eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 async fn buy(
@@ -229,11 +335,12 @@ impl std::fmt::Display for FlashSaleReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "flash sale: {} buyers, {} in flight, {} unit(s) of stock on {} product(s)",
+            "flash sale: {} buyers, {} in flight, {} unit(s) of stock on {} product(s), {} replica(s)",
             self.buyers,
             self.concurrency,
             self.stock_per_product,
-            self.skus.len()
+            self.skus.len(),
+            self.inventory_urls.len()
         )?;
         writeln!(
             f,
@@ -250,15 +357,28 @@ impl std::fmt::Display for FlashSaleReport {
         if !self.other.is_empty() {
             writeln!(f, "  other      {:?}   (unexpected)", self.other)?;
         }
+        write!(f, "  conflicts  {}", self.conflicts)?;
+        if !self.conflicts_by_cause.is_empty() {
+            let causes: Vec<String> = self
+                .conflicts_by_cause
+                .iter()
+                .map(|(cause, count)| format!("{cause} {count}"))
+                .collect();
+            write!(f, " ({})", causes.join(", "))?;
+        }
+        writeln!(f, ", retries {}", self.retries)?;
+        match (self.batches, self.batch_size_mean) {
+            (Some(batches), Some(mean)) => writeln!(
+                f,
+                "  batches    {batches} transactions, {mean:.1} requests each on average"
+            )?,
+            (Some(batches), None) => writeln!(f, "  batches    {batches}")?,
+            _ => {}
+        }
         writeln!(
             f,
-            "  conflicts  {}, retries {}",
-            self.conflicts, self.retries
-        )?;
-        writeln!(
-            f,
-            "  throughput {:.0} requests/s over {:.2} s",
-            self.requests_per_sec, self.elapsed_secs
+            "  throughput {:.0} holds/s while selling ({:.2} s), {:.0} requests/s over {:.2} s",
+            self.holds_per_sec, self.selling_secs, self.requests_per_sec, self.elapsed_secs
         )?;
         writeln!(f, "  latency    {}", self.latency)?;
         write!(

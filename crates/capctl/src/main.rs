@@ -19,14 +19,17 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "capctl", version, about)]
 struct Cli {
-    /// Base URL of the inventory service.
+    /// Base URL of the inventory service. `flash-sale` takes several (repeat the
+    /// flag, or separate with commas) and spreads its buyers over them
+    /// round-robin; every other command takes one.
     #[arg(
         long,
         env = "CAPCTL_INVENTORY_URL",
         default_value = "http://127.0.0.1:8081",
+        value_delimiter = ',',
         global = true
     )]
-    inventory_url: String,
+    inventory_url: Vec<String>,
 
     /// Base URL of the timeline service.
     #[arg(
@@ -99,13 +102,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CelebrityReads(args) => args.concurrency,
         _ => 4,
     };
-    let inventory = ServiceClient::new("inventory", &cli.inventory_url, pool)?;
+    let inventories = cli
+        .inventory_url
+        .iter()
+        .map(|url| ServiceClient::new("inventory", url, pool))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let [inventory, ..] = inventories.as_slice() else {
+        anyhow::bail!("--inventory-url is empty");
+    };
+    if inventories.len() > 1 && !matches!(cli.command, Command::FlashSale(_)) {
+        anyhow::bail!("only flash-sale takes several --inventory-url");
+    }
     let timeline = ServiceClient::new("timeline", &cli.timeline_url, pool)?;
     let progress = !cli.json && std::io::stderr().is_terminal();
     match cli.command {
-        Command::Status => status(&inventory, &timeline, cli.json).await,
+        Command::Status => status(inventory, &timeline, cli.json).await,
         Command::FlashSale(args) => {
-            let report = flash_sale::run(&inventory, &args, progress).await?;
+            // The bar redraws stderr in place: only when both streams are a terminal,
+            // so that a report piped or redirected never interleaves with it.
+            let progress = progress && std::io::stdout().is_terminal();
+            let report = flash_sale::run(&inventories, &args, progress).await?;
             print(&report, cli.json)?;
             Ok(exit_code(report.invariant_holds))
         }
@@ -115,7 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit_code(report.invariant_holds && report.converged))
         }
         Command::ReserveLoad(args) => {
-            print(&reserve_load::run(&inventory, &args).await?, cli.json)?;
+            print(&reserve_load::run(inventory, &args).await?, cli.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::PostLoad(args) => {
@@ -167,7 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Everyday(command) => {
-            let answer = commands::run(command, &inventory, &timeline).await?;
+            let answer = commands::run(command, inventory, &timeline).await?;
             println!(
                 "{}",
                 if cli.json {
