@@ -64,6 +64,9 @@ pub struct FanoutReport {
     pub lag_p50_secs: Option<f64>,
     pub lag_p95_secs: Option<f64>,
     pub lag_p99_secs: Option<f64>,
+    /// The distribution behind those quantiles: the worker's lag histogram
+    /// between the first post and convergence, one entry per bucket.
+    pub lag_histogram: Vec<LagBucket>,
     /// Expected entries absent from a timeline at the end (must be 0).
     pub missing: usize,
     /// Entries present more than once in a timeline (must be 0).
@@ -71,6 +74,38 @@ pub struct FanoutReport {
     /// Entries present that no followee posted (must be 0).
     pub unexpected: usize,
     pub invariant_holds: bool,
+}
+
+/// One bucket of the fan-out lag histogram: the rows written with a lag above
+/// the previous bucket's bound and at most `le_secs` (`None`: above every bound).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LagBucket {
+    pub le_secs: Option<f64>,
+    pub count: f64,
+}
+
+/// Per-bucket counts of what a cumulative Prometheus histogram observed
+/// between two scrapes.
+fn lag_histogram(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<LagBucket> {
+    let cumulative_before = |le: f64| {
+        before
+            .iter()
+            .find(|(bound, _)| *bound == le)
+            .map_or(0.0, |(_, count)| *count)
+    };
+    let mut previous = 0.0;
+    after
+        .iter()
+        .map(|(le, count)| {
+            let cumulative = count - cumulative_before(*le);
+            let bucket = LagBucket {
+                le_secs: le.is_finite().then_some(*le),
+                count: (cumulative - previous).max(0.0),
+            };
+            previous = cumulative;
+            bucket
+        })
+        .collect()
 }
 
 pub async fn run(
@@ -230,6 +265,7 @@ pub async fn run(
         lag_p50_secs: histogram_quantile(&lag_before, &lag_after, 0.50),
         lag_p95_secs: histogram_quantile(&lag_before, &lag_after, 0.95),
         lag_p99_secs: histogram_quantile(&lag_before, &lag_after, 0.99),
+        lag_histogram: lag_histogram(&lag_before, &lag_after),
         missing,
         duplicates,
         unexpected,
@@ -295,5 +331,33 @@ impl std::fmt::Display for FanoutReport {
                 "VIOLATED"
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_histogram_counts_each_bucket_between_the_scrapes() {
+        let before = [(0.1, 1.0), (1.0, 1.0), (f64::INFINITY, 1.0)];
+        let after = [(0.1, 51.0), (1.0, 100.0), (f64::INFINITY, 101.0)];
+        assert_eq!(
+            lag_histogram(&before, &after),
+            vec![
+                LagBucket {
+                    le_secs: Some(0.1),
+                    count: 50.0
+                },
+                LagBucket {
+                    le_secs: Some(1.0),
+                    count: 49.0
+                },
+                LagBucket {
+                    le_secs: None,
+                    count: 1.0
+                },
+            ]
+        );
     }
 }
