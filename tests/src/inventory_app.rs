@@ -1,6 +1,7 @@
 //! A running inventory service on its own database.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
 use sqlx::PgPool;
@@ -14,7 +15,10 @@ pub struct InventoryApp {
     pub addr: SocketAddr,
     pub pool: PgPool,
     pub client: reqwest::Client,
-    _stop: StopOnDrop,
+    /// Stops an in-process service on drop.
+    _stop: Option<StopOnDrop>,
+    /// A service process, killed on drop.
+    _process: Option<tokio::process::Child>,
 }
 
 impl InventoryApp {
@@ -41,7 +45,37 @@ impl InventoryApp {
             addr,
             pool,
             client: http_client(),
-            _stop: StopOnDrop(shutdown),
+            _stop: Some(StopOnDrop(shutdown)),
+            _process: None,
+        }
+    }
+
+    /// Starts the `inventory` binary on the database at `url`: a process of
+    /// its own, so its `/metrics` count only its own work. Killed on drop.
+    pub async fn spawn_process_on(url: &str, extra: &[&str]) -> Self {
+        let addr = crate::closed_port().await;
+        let mut command = tokio::process::Command::new(crate::workspace_binary("inventory"));
+        command
+            .args(["--addr", &addr.to_string(), "--database-url", url])
+            .args(extra)
+            .kill_on_drop(true);
+        if std::env::var_os("TEST_LOG").is_none() {
+            command
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+        let child = command.spawn().expect("start inventory");
+        let client = http_client();
+        crate::wait_ready(&client, &format!("http://{addr}"), Duration::from_secs(60)).await;
+        let pool = PgPool::connect(url)
+            .await
+            .expect("connect to the service's database");
+        Self {
+            addr,
+            pool,
+            client,
+            _stop: None,
+            _process: Some(child),
         }
     }
 
@@ -100,6 +134,24 @@ impl InventoryApp {
             request = request.header("Idempotency-Key", key);
         }
         request.send().await.expect("POST reaches the service")
+    }
+
+    /// `(batches, requests)` the service has applied so far, from its
+    /// `inventory_reservation_batch_size` metric: more requests than batches
+    /// means reservations were coalesced. Metrics are per process: only a
+    /// service started with [`Self::spawn_process_on`] counts its own alone.
+    pub async fn batches(&self) -> (f64, f64) {
+        let page = crate::metrics_page(&self.client, &self.url("")).await;
+        (
+            crate::counter(&page, "inventory_reservation_batch_size_count", ""),
+            crate::counter(&page, "inventory_reservation_batch_size_sum", ""),
+        )
+    }
+
+    /// Reads the gauge of reservations waiting for their batch to start.
+    pub async fn queued_reservations(&self) -> f64 {
+        let page = crate::metrics_page(&self.client, &self.url("")).await;
+        crate::counter(&page, "inventory_reservations_queued", "")
     }
 
     /// Reads a product's counters straight from the database.
@@ -172,37 +224,77 @@ pub struct Counters {
     pub sold: i64,
 }
 
-/// The reservation strategies the inventory service can run with.
-pub const STRATEGIES: [&str; 3] = ["optimistic", "pessimistic", "guarded"];
+/// How a test's inventory service applies reservations: a locking strategy,
+/// with request coalescing on or off. Every guarantee must hold in each mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    pub strategy: &'static str,
+    pub coalescing: bool,
+}
+
+impl Mode {
+    /// The service's flags for this mode.
+    pub fn args(self) -> [&'static str; 4] {
+        [
+            "--reservation-strategy",
+            self.strategy,
+            "--reservation-coalescing",
+            if self.coalescing { "on" } else { "off" },
+        ]
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let coalescing = if self.coalescing {
+            "coalesced"
+        } else {
+            "one by one"
+        };
+        write!(f, "{}, {coalescing}", self.strategy)
+    }
+}
 
 impl InventoryApp {
-    /// Spawns the service with `strategy` on a fresh database.
-    pub async fn spawn_with_strategy(strategy: &str, extra: &[&str]) -> Self {
-        let mut args = vec!["--reservation-strategy", strategy];
+    /// Spawns the service in `mode` on a fresh database.
+    pub async fn spawn_with_strategy(mode: Mode, extra: &[&str]) -> Self {
+        let mut args = mode.args().to_vec();
         args.extend_from_slice(extra);
         Self::spawn(&args).await
     }
 }
 
-/// Runs an `async fn scenario(strategy: &str)` once per reservation strategy,
-/// as three tests named `scenario::optimistic`, `scenario::pessimistic` and
-/// `scenario::guarded`: every guarantee must hold whichever is configured.
+/// Runs an `async fn scenario(mode: Mode)` once per reservation strategy and
+/// coalescing setting, as six tests named `scenario::optimistic::coalesced`,
+/// `scenario::optimistic::one_by_one`, and so on for `pessimistic` and
+/// `guarded`: every guarantee must hold whichever is configured.
 #[macro_export]
 macro_rules! per_strategy {
     ($($scenario:ident),+ $(,)?) => {$(
         mod $scenario {
-            #[tokio::test]
-            async fn optimistic() {
-                super::$scenario("optimistic").await
-            }
-            #[tokio::test]
-            async fn pessimistic() {
-                super::$scenario("pessimistic").await
-            }
-            #[tokio::test]
-            async fn guarded() {
-                super::$scenario("guarded").await
-            }
+            $crate::per_strategy!(@strategy $scenario, optimistic);
+            $crate::per_strategy!(@strategy $scenario, pessimistic);
+            $crate::per_strategy!(@strategy $scenario, guarded);
         }
     )+};
+    (@strategy $scenario:ident, $strategy:ident) => {
+        mod $strategy {
+            #[tokio::test]
+            async fn coalesced() {
+                super::super::$scenario($crate::inventory_app::Mode {
+                    strategy: stringify!($strategy),
+                    coalescing: true,
+                })
+                .await
+            }
+            #[tokio::test]
+            async fn one_by_one() {
+                super::super::$scenario($crate::inventory_app::Mode {
+                    strategy: stringify!($strategy),
+                    coalescing: false,
+                })
+                .await
+            }
+        }
+    };
 }

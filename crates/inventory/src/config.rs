@@ -5,8 +5,15 @@ use std::time::Duration;
 
 use service_kit::config::{HttpConfig, TelemetryConfig};
 
-use crate::store::{LockingStrategy, RetryPolicy, StoreSettings};
+use crate::store::{BatchSettings, LockingStrategy, RetryPolicy, StoreSettings};
 use crate::sweeper::SweeperSettings;
+
+/// A feature that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
 
 /// Everything the inventory service reads at start-up.
 #[derive(Debug, Clone, clap::Parser)]
@@ -66,6 +73,23 @@ pub struct Config {
     /// (`SELECT … FOR UPDATE`) or `guarded` (`UPDATE … WHERE available >= q`).
     #[arg(long, env = "RESERVATION_STRATEGY", value_enum, default_value_t = LockingStrategy::Optimistic)]
     pub reservation_strategy: LockingStrategy,
+
+    /// Whether concurrent reservations whose first product is the same are
+    /// applied together, in batches of one transaction each (one version
+    /// compare-and-set, lock or guarded `UPDATE` per product per batch), rather
+    /// than racing each other: `on` or `off`.
+    #[arg(long, env = "RESERVATION_COALESCING", value_enum, default_value_t = Switch::On)]
+    pub reservation_coalescing: Switch,
+
+    /// The most reservations one batch applies (with coalescing on).
+    #[arg(long, env = "RESERVATION_BATCH_MAX_SIZE", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub reservation_batch_max_size: u64,
+
+    /// How long a batch that follows another on its product waits for more
+    /// reservations to join before it starts, in microseconds (it starts at
+    /// once when full; a reservation that finds its product idle never waits).
+    #[arg(long, env = "RESERVATION_BATCH_WAIT_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=50_000))]
+    pub reservation_batch_wait_us: u64,
 
     /// Runs of a write transaction (reservation, confirm, cancel, product
     /// change, sweep) that a version conflict, deadlock or serialization
@@ -198,6 +222,10 @@ impl Config {
     pub fn store_settings(&self) -> StoreSettings {
         StoreSettings {
             strategy: self.reservation_strategy,
+            coalescing: (self.reservation_coalescing == Switch::On).then(|| BatchSettings {
+                max_size: usize::try_from(self.reservation_batch_max_size).unwrap_or(usize::MAX),
+                max_wait: Duration::from_micros(self.reservation_batch_wait_us),
+            }),
             retry: RetryPolicy {
                 max_attempts: self.transaction_max_attempts,
                 base_backoff: Duration::from_millis(self.transaction_backoff_base_ms),

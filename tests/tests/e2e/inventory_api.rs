@@ -2,7 +2,7 @@
 //! cancel, the ledger, and bad input — against the real PostgreSQL.
 
 use e2e::expect_problem;
-use e2e::inventory_app::InventoryApp;
+use e2e::inventory_app::{InventoryApp, Mode};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -94,8 +94,8 @@ async fn updates_need_the_current_etag() {
     app.assert_ledger_replays().await;
 }
 
-async fn a_reservation_is_held_confirmed_or_cancelled(strategy: &str) {
-    let app = InventoryApp::spawn_with_strategy(strategy, &[]).await;
+async fn a_reservation_is_held_confirmed_or_cancelled(mode: Mode) {
+    let app = InventoryApp::spawn_with_strategy(mode, &[]).await;
     app.create_product("A", 10).await;
 
     let held = app.reserve(&[("A", 3)], None).await;
@@ -180,8 +180,8 @@ async fn a_reservation_is_held_confirmed_or_cancelled(strategy: &str) {
     app.assert_ledger_replays().await;
 }
 
-async fn a_multi_item_reservation_that_cannot_be_filled_changes_nothing(strategy: &str) {
-    let app = InventoryApp::spawn_with_strategy(strategy, &[]).await;
+async fn a_multi_item_reservation_that_cannot_be_filled_changes_nothing(mode: Mode) {
+    let app = InventoryApp::spawn_with_strategy(mode, &[]).await;
     app.create_product("A", 10).await;
     app.create_product("B", 1).await;
     app.create_product("C", 4).await;
@@ -260,8 +260,8 @@ async fn the_ledger_pages_newest_first() {
     expect_problem(app.get("/v1/products/NOPE/ledger").await, 404).await;
 }
 
-async fn bad_input_is_a_problem_and_changes_nothing(strategy: &str) {
-    let app = InventoryApp::spawn_with_strategy(strategy, &[]).await;
+async fn bad_input_is_a_problem_and_changes_nothing(mode: Mode) {
+    let app = InventoryApp::spawn_with_strategy(mode, &[]).await;
     app.create_product("A", 10).await;
     let raw = |body: &'static str| {
         app.client
@@ -380,13 +380,13 @@ e2e::per_strategy!(
 /// On a database whose default collation is not byte order (ICU `en-US` sorts
 /// `_x, a, B, Z9`; bytes sort `B, Z9, _x, a`), every line still takes stock
 /// from its own product.
-async fn lines_take_stock_from_their_own_products_whatever_the_collation(strategy: &str) {
+async fn lines_take_stock_from_their_own_products_whatever_the_collation(mode: Mode) {
     let url = e2e::fresh_database_with(
         "inventory_icu",
         "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8' TEMPLATE template0",
     )
     .await;
-    let app = InventoryApp::spawn_on(&url, &["--reservation-strategy", strategy]).await;
+    let app = InventoryApp::spawn_on(&url, &mode.args()).await;
     for (sku, stock) in [("a", 10), ("B", 20), ("_x", 30), ("Z9", 40)] {
         app.create_product(sku, stock).await;
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use e2e::inventory_app::InventoryApp;
+use e2e::inventory_app::{InventoryApp, Mode};
 use futures::future::join_all;
 use serde_json::Value;
 
@@ -23,8 +23,8 @@ async fn race(app: &InventoryApp, sku: &str, quantities: &[i64]) -> Vec<(u16, i6
     join_all(buyers).await
 }
 
-async fn flash_sale_of_single_units_sells_exactly_the_stock(strategy: &str) {
-    let app = InventoryApp::spawn_with_strategy(strategy, RACE_FLAGS).await;
+async fn flash_sale_of_single_units_sells_exactly_the_stock(mode: Mode) {
+    let app = InventoryApp::spawn_with_strategy(mode, RACE_FLAGS).await;
     app.create_product("FLASH", 50).await;
 
     let outcomes = race(&app, "FLASH", &[1; 500]).await;
@@ -42,6 +42,13 @@ async fn flash_sale_of_single_units_sells_exactly_the_stock(strategy: &str) {
         }
     }
     assert_eq!(held, 50, "exactly the stock is held");
+    if mode.coalescing {
+        assert!(
+            outcomes.iter().all(|(status, _, _)| *status != 503),
+            "coalesced buyers never race each other into a 503"
+        );
+        assert_coalesced(&app).await;
+    }
     let counters = app.counters("FLASH").await;
     assert_eq!(
         (counters.available, counters.reserved, counters.sold),
@@ -60,8 +67,8 @@ async fn flash_sale_of_single_units_sells_exactly_the_stock(strategy: &str) {
     app.assert_ledger_replays().await;
 }
 
-async fn flash_sale_of_mixed_quantities_never_oversells(strategy: &str) {
-    let app = InventoryApp::spawn_with_strategy(strategy, RACE_FLAGS).await;
+async fn flash_sale_of_mixed_quantities_never_oversells(mode: Mode) {
+    let app = InventoryApp::spawn_with_strategy(mode, RACE_FLAGS).await;
     app.create_product("MIXED", 50).await;
     let quantities: Vec<i64> = (0..500).map(|i| (i % 3) + 1).collect();
 
@@ -100,8 +107,12 @@ async fn flash_sale_of_mixed_quantities_never_oversells(strategy: &str) {
     app.assert_ledger_replays().await;
 }
 
-async fn concurrent_duplicates_with_one_idempotency_key_create_one_reservation(strategy: &str) {
-    let app = InventoryApp::spawn_with_strategy(strategy, RACE_FLAGS).await;
+async fn concurrent_duplicates_with_one_idempotency_key_create_one_reservation(mode: Mode) {
+    // A process of its own: its metrics count only this test's batches.
+    let mut args = mode.args().to_vec();
+    args.extend_from_slice(RACE_FLAGS);
+    let app =
+        InventoryApp::spawn_process_on(&e2e::fresh_database("inventory_idem").await, &args).await;
     app.create_product("IDEM", 100).await;
 
     let attempts = (0..50).map(|_| async {
@@ -122,6 +133,13 @@ async fn concurrent_duplicates_with_one_idempotency_key_create_one_reservation(s
         .collect();
     assert_eq!(ids.len(), 1, "every answer carries the same id");
     assert!(answers.iter().all(|(status, _, _)| *status == 201));
+    if mode.coalescing {
+        let (batches, requests) = app.batches().await;
+        assert!(
+            batches < requests,
+            "{requests} duplicates in {batches} batches: some shared a batch"
+        );
+    }
     assert_eq!(
         answers.iter().filter(|(_, replayed, _)| !replayed).count(),
         1,
@@ -147,16 +165,149 @@ async fn concurrent_duplicates_with_one_idempotency_key_create_one_reservation(s
     app.assert_ledger_replays().await;
 }
 
+/// Checks that the service applied some reservations together: the holds a
+/// batch writes share their `created_at` (the time its transaction began).
+async fn assert_coalesced(app: &InventoryApp) {
+    let (holds, transactions): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT created_at) FROM reservations")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count holds");
+    assert!(
+        holds > transactions,
+        "{holds} holds written by {transactions} transactions: some were applied together"
+    );
+}
+
+/// Baskets and single-unit buyers share a hot product (first in sku order,
+/// so they share its lane) and race for it; the baskets also want a scarce
+/// product. A basket that does not fit takes nothing, not even from the hot
+/// product, and the requests in its batch still succeed.
+async fn baskets_sharing_a_hot_product_stay_all_or_nothing(mode: Mode) {
+    let app = InventoryApp::spawn_with_strategy(mode, RACE_FLAGS).await;
+    app.create_product("A-HOT", 1_000).await;
+    app.create_product("Z-SCARCE", 5).await;
+
+    let requests = (0..120).map(|n| {
+        let app = &app;
+        async move {
+            let basket = n % 2 == 0;
+            let items: &[(&str, i64)] = if basket {
+                &[("A-HOT", 1), ("Z-SCARCE", 1)]
+            } else {
+                &[("A-HOT", 1)]
+            };
+            let response = app.reserve(items, None).await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (basket, status, body)
+        }
+    });
+    let answers = join_all(requests).await;
+
+    let count = |basket: bool, status: u16| {
+        answers
+            .iter()
+            .filter(|(b, s, _)| *b == basket && *s == status)
+            .count() as i64
+    };
+    for (basket, status, body) in &answers {
+        match (basket, status) {
+            (_, 201) => {}
+            (true, 409) => assert_eq!(
+                body["items"],
+                serde_json::json!([{"sku": "Z-SCARCE", "requested": 1, "available": 0}]),
+                "a refused basket names only the product it could not get"
+            ),
+            (_, 503) if !mode.coalescing => {}
+            other => panic!("unexpected answer {other:?}: {body}"),
+        }
+    }
+    let (baskets, singles) = (count(true, 201), count(false, 201));
+    if mode.coalescing {
+        assert_eq!(
+            (baskets, singles),
+            (5, 60),
+            "every single fits; 5 baskets do"
+        );
+        assert_coalesced(&app).await;
+    }
+    let hot = app.counters("A-HOT").await;
+    let scarce = app.counters("Z-SCARCE").await;
+    assert_eq!(
+        hot.reserved,
+        baskets + singles,
+        "refused baskets took nothing from the hot product"
+    );
+    assert_eq!(scarce.reserved, baskets);
+    assert!(scarce.reserved <= 5);
+    app.assert_ledger_replays().await;
+}
+
+/// Two service instances on one database, each coalescing its own buyers,
+/// sell out exactly: their batches meet in the database, where the
+/// strategy keeps them apart.
+async fn two_instances_on_one_database_sell_out_exactly(mode: Mode) {
+    let url = e2e::fresh_database("inventory_two").await;
+    let mut args = mode.args().to_vec();
+    args.extend_from_slice(RACE_FLAGS);
+    let first = InventoryApp::spawn_on(&url, &args).await;
+    let second = InventoryApp::spawn_on(&url, &args).await;
+    first.create_product("SHARED", 150).await;
+
+    let buyers = (0..400).map(|n| {
+        let app = if n % 2 == 0 { &first } else { &second };
+        async move {
+            let response = app.reserve(&[("SHARED", 1)], None).await;
+            response.status().as_u16()
+        }
+    });
+    let statuses = join_all(buyers).await;
+
+    let held = statuses.iter().filter(|&&s| s == 201).count() as i64;
+    let unavailable = statuses.iter().filter(|&&s| s == 503).count();
+    assert!(
+        statuses.iter().all(|s| [201, 409, 503].contains(s)),
+        "only 201, 409 and 503: {statuses:?}"
+    );
+    if unavailable == 0 {
+        assert_eq!(held, 150, "exactly the stock is held");
+    }
+    let counters = first.counters("SHARED").await;
+    assert_eq!(
+        (counters.reserved, counters.available + counters.reserved),
+        (held, 150),
+        "the database holds exactly what was acknowledged"
+    );
+    let lines: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(quantity), 0)::BIGINT FROM reservation_items WHERE sku = 'SHARED'",
+    )
+    .fetch_one(&first.pool)
+    .await
+    .expect("sum");
+    assert_eq!(lines, held);
+    first.assert_ledger_replays().await;
+}
+
 e2e::per_strategy!(
     flash_sale_of_single_units_sells_exactly_the_stock,
     flash_sale_of_mixed_quantities_never_oversells,
-    concurrent_duplicates_with_one_idempotency_key_create_one_reservation
+    concurrent_duplicates_with_one_idempotency_key_create_one_reservation,
+    baskets_sharing_a_hot_product_stay_all_or_nothing,
+    two_instances_on_one_database_sell_out_exactly
 );
 
 #[tokio::test]
 async fn contention_beyond_the_retry_budget_is_a_503_with_retry_after() {
-    // One attempt only: every lost compare-and-set exhausts the budget.
-    let app = InventoryApp::spawn(&["--transaction-max-attempts", "1"]).await;
+    // One attempt only: every lost compare-and-set exhausts the budget. The
+    // buyers race each other (no coalescing), as replicas of the service do.
+    let app = InventoryApp::spawn(&[
+        "--transaction-max-attempts",
+        "1",
+        "--reservation-coalescing",
+        "off",
+    ])
+    .await;
     app.create_product("HOT", 1_000).await;
 
     let buyers = (0..64).map(|_| async {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use e2e::eventually;
-use e2e::inventory_app::InventoryApp;
+use e2e::inventory_app::{InventoryApp, Mode};
 use serde_json::Value;
 
 async fn hold(app: &InventoryApp, sku: &str, quantity: i64, ttl_seconds: i64) -> String {
@@ -18,8 +18,8 @@ async fn hold(app: &InventoryApp, sku: &str, quantity: i64, ttl_seconds: i64) ->
     body["id"].as_str().expect("id").to_owned()
 }
 
-async fn the_sweeper_releases_a_one_second_hold(strategy: &str) {
-    let app = InventoryApp::spawn_with_strategy(strategy, &["--sweeper-interval-ms", "200"]).await;
+async fn the_sweeper_releases_a_one_second_hold(mode: Mode) {
+    let app = InventoryApp::spawn_with_strategy(mode, &["--sweeper-interval-ms", "200"]).await;
     app.create_product("EXP", 5).await;
     let id = hold(&app, "EXP", 2, 1).await;
     let uuid: uuid::Uuid = id.parse().expect("uuid");
@@ -68,10 +68,9 @@ async fn the_sweeper_releases_a_one_second_hold(strategy: &str) {
     app.assert_ledger_replays().await;
 }
 
-async fn reads_never_count_an_expired_hold_even_before_the_sweeper_runs(strategy: &str) {
+async fn reads_never_count_an_expired_hold_even_before_the_sweeper_runs(mode: Mode) {
     // A sweeper that effectively never runs during the test.
-    let app =
-        InventoryApp::spawn_with_strategy(strategy, &["--sweeper-interval-ms", "3600000"]).await;
+    let app = InventoryApp::spawn_with_strategy(mode, &["--sweeper-interval-ms", "3600000"]).await;
     app.create_product("LAZY", 3).await;
     let id = hold(&app, "LAZY", 3, 1).await;
     assert_eq!(

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use e2e::inventory_app::InventoryApp;
+use e2e::inventory_app::{InventoryApp, Mode};
 use e2e::{eventually, expect_problem};
 use futures::future::join_all;
 use rand::Rng;
@@ -88,9 +88,9 @@ async fn storm_client(app: &InventoryApp, operations: usize) -> Vec<(&'static st
 /// cancel and read, while the sweeper is slowed down so that expiry happens on
 /// the request path. Nothing answers 500; afterwards every counter is what the
 /// reservations and the ledger say.
-async fn a_storm_of_baskets_never_answers_500_and_keeps_every_invariant(strategy: &str) {
+async fn a_storm_of_baskets_never_answers_500_and_keeps_every_invariant(mode: Mode) {
     let app = InventoryApp::spawn_with_strategy(
-        strategy,
+        mode,
         &[
             "--sweeper-interval-ms",
             "3600000",
@@ -151,7 +151,7 @@ async fn a_storm_of_baskets_never_answers_500_and_keeps_every_invariant(strategy
             .fetch_one(&app.pool)
             .await
             .expect("count");
-    eprintln!("storm ({strategy}): {by_status:?}, {expired} holds expired on the request path");
+    eprintln!("storm ({mode}): {by_status:?}, {expired} holds expired on the request path");
     assert!(
         expired >= 15,
         "the due holds were released on the request path"
@@ -278,6 +278,7 @@ async fn confirm_cancel_and_sweeper_racing_over_expiring_holds_end_each_hold_onc
                 max_backoff: Duration::from_millis(50),
                 budget: Duration::from_secs(5),
             },
+            coalescing: None,
         },
     );
     let sweeps = (0..4).map(|_| async {
@@ -329,11 +330,9 @@ async fn confirm_cancel_and_sweeper_racing_over_expiring_holds_end_each_hold_onc
 /// the lock timeout. Requests that need that row get a prompt `503` with
 /// `Retry-After`; reads of it and requests for other products go on; when the
 /// lock goes, everything sells again and no connection was lost.
-async fn a_row_locked_from_outside_costs_its_requests_a_503_and_nobody_else_anything(
-    strategy: &str,
-) {
+async fn a_row_locked_from_outside_costs_its_requests_a_503_and_nobody_else_anything(mode: Mode) {
     let app = InventoryApp::spawn_with_strategy(
-        strategy,
+        mode,
         &[
             "--database-lock-timeout-ms",
             "300",

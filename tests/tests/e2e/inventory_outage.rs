@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::expect_problem;
-use e2e::inventory_app::InventoryApp;
+use e2e::inventory_app::{InventoryApp, Mode};
 use e2e::pg_instance::PgInstance;
 use sqlx::{Connection, PgConnection};
 
@@ -16,20 +16,13 @@ use sqlx::{Connection, PgConnection};
 /// pool's acquire timeout (1 s here), i.e. the service did not hang.
 const PROMPT: Duration = Duration::from_secs(5);
 
-async fn requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after(strategy: &str) {
+async fn requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after(mode: Mode) {
     let (pg, admin) = private_server().await;
     admin.close().await.expect("close");
 
-    let app = InventoryApp::spawn_on(
-        &pg.url("inventory"),
-        &[
-            "--database-acquire-timeout-ms",
-            "1000",
-            "--reservation-strategy",
-            strategy,
-        ],
-    )
-    .await;
+    let mut args = mode.args().to_vec();
+    args.extend(["--database-acquire-timeout-ms", "1000"]);
+    let app = InventoryApp::spawn_on(&pg.url("inventory"), &args).await;
     app.create_product("CP", 100).await;
     assert_eq!(app.reserve(&[("CP", 1)], None).await.status(), 201);
 
@@ -97,7 +90,178 @@ async fn requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after(
     app.assert_ledger_replays().await;
 }
 
-e2e::per_strategy!(requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after);
+/// A batch whose transaction fails half-way answers `503` to each of its
+/// requests and commits nothing of it. Outside transactions hold the product's
+/// row so that the service's second batch (every buyer queued behind the
+/// first) is inside its transaction, waiting for the row, when the server
+/// stops. Afterwards each of those buyers' idempotency keys is still free: a
+/// retry makes a new hold, not a replay.
+async fn a_batch_cut_off_by_the_database_answers_503_to_each_request_and_commits_nothing(
+    mode: Mode,
+) {
+    const BUYERS: usize = 20;
+    let (pg, admin) = private_server().await;
+    admin.close().await.expect("close");
+    let mut args = mode.args().to_vec();
+    args.extend([
+        "--database-acquire-timeout-ms",
+        "1000",
+        "--database-lock-timeout-ms",
+        "8000",
+        "--database-statement-timeout-ms",
+        "9000",
+    ]);
+    // A process of its own: its metrics count only this test's batches.
+    let app = InventoryApp::spawn_process_on(&pg.url("inventory"), &args).await;
+    app.create_product("ROW", 100).await;
+
+    let mut holder = PgConnection::connect(&pg.url("inventory"))
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT 1 FROM products WHERE sku = 'ROW' FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .expect("lock the row");
+    let lock_waiters = || async {
+        let mut conn = PgConnection::connect(&pg.url("inventory"))
+            .await
+            .expect("connect");
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("count lock waiters");
+        waiting
+    };
+    let wait_for_waiters = |n: i64| async move {
+        e2e::eventually("lock waiters", Duration::from_secs(20), || async {
+            (lock_waiters().await >= n).then_some(())
+        })
+        .await
+    };
+
+    // The first batch: one buyer, waiting for the row.
+    let first = tokio::spawn({
+        let client = app.client.clone();
+        let url = app.url("/v1/reservations");
+        async move {
+            client
+                .post(url)
+                .header("Idempotency-Key", "first")
+                .json(&serde_json::json!({"items": [{"sku": "ROW", "quantity": 1}]}))
+                .send()
+                .await
+                .map(|response| response.status().as_u16())
+        }
+    });
+    wait_for_waiters(1).await;
+    // A second outside transaction queues for the row behind that batch.
+    let second_holder = tokio::spawn({
+        let url = pg.url("inventory");
+        async move {
+            let mut conn = PgConnection::connect(&url).await?;
+            sqlx::query("BEGIN").execute(&mut conn).await?;
+            sqlx::query("SELECT 1 FROM products WHERE sku = 'ROW' FOR UPDATE")
+                .execute(&mut conn)
+                .await?;
+            // Keep the lock until the server goes away.
+            sqlx::query("SELECT pg_sleep(60)")
+                .execute(&mut conn)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        }
+    });
+    wait_for_waiters(2).await;
+    let buyers: Vec<_> = (0..BUYERS)
+        .map(|n| {
+            let client = app.client.clone();
+            let url = app.url("/v1/reservations");
+            tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .header("Idempotency-Key", format!("buyer-{n}"))
+                    .json(&serde_json::json!({"items": [{"sku": "ROW", "quantity": 1}]}))
+                    .send()
+                    .await
+                    .expect("the service answers");
+                let status = response.status().as_u16();
+                let retry_after = response.headers().contains_key("retry-after");
+                (status, retry_after)
+            })
+        })
+        .collect();
+    if mode.coalescing {
+        e2e::eventually("buyers queued", Duration::from_secs(20), || async {
+            (app.queued_reservations().await >= BUYERS as f64).then_some(())
+        })
+        .await;
+    } else {
+        wait_for_waiters(2 + BUYERS as i64).await;
+    }
+    // The first batch commits; the second outside transaction takes the row;
+    // the buyers' batch (or each buyer's own) waits for it, mid-transaction.
+    sqlx::query("COMMIT")
+        .execute(&mut holder)
+        .await
+        .expect("commit");
+    assert_eq!(first.await.expect("first buyer").expect("answer"), 201);
+    wait_for_waiters(1).await;
+    if mode.coalescing {
+        let (batches, requests) = app.batches().await;
+        assert_eq!(
+            requests,
+            (BUYERS + 1) as f64,
+            "every buyer is in a running batch ({batches} batches)"
+        );
+    }
+
+    pg.stop();
+    for buyer in buyers {
+        let (status, retry_after) = buyer.await.expect("buyer");
+        assert_eq!(status, 503, "a request of the failed batch");
+        assert!(retry_after, "a 503 says when to retry");
+    }
+    let _ = second_holder.await;
+    pg.start_again();
+
+    e2e::eventually("the service recovers", Duration::from_secs(30), || async {
+        (app.get("/readyz").await.status() == 200).then_some(())
+    })
+    .await;
+    let counters = app.counters("ROW").await;
+    assert_eq!(
+        (counters.available, counters.reserved),
+        (99, 1),
+        "only the first buyer's hold was committed"
+    );
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count keys");
+    assert_eq!(keys, 1, "no key of the failed batch was recorded");
+    for n in 0..BUYERS {
+        let retry = app
+            .reserve(&[("ROW", 1)], Some(&format!("buyer-{n}")))
+            .await;
+        assert_eq!(retry.status(), 201);
+        assert!(
+            !retry.headers().contains_key("idempotent-replayed"),
+            "a retry after the failure is a new request"
+        );
+    }
+    assert_eq!(app.counters("ROW").await.reserved, 1 + BUYERS as i64);
+    app.assert_ledger_replays().await;
+}
+
+e2e::per_strategy!(
+    requests_get_a_prompt_503_while_the_database_is_down_and_succeed_after,
+    a_batch_cut_off_by_the_database_answers_503_to_each_request_and_commits_nothing
+);
 
 /// With synchronous replication a commit waits until a standby confirms it.
 /// Here the server waits for a standby that never comes

@@ -18,7 +18,8 @@ use super::AppState;
 use crate::domain::{Invalid, Quantity, ReservationLine, ReservationLines, ReservationStatus, Sku};
 use crate::error::{self, InventoryError};
 use crate::store::{
-    IdempotentRequest, NewReservation, Outcome, ReservationRecord, Reserved, StoreError,
+    IdempotentRequest, NewReservation, Outcome, ReservationRecord, ReservationRequest, Reserved,
+    StoreError,
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -185,10 +186,16 @@ async fn reserve(
         lines: ReservationLines::new(lines)?,
         ttl_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
     };
-    let idempotency = key.map(|key| IdempotentRequest { key, fingerprint });
+    let idempotency = key.map(|key| IdempotentRequest {
+        key: key.to_owned(),
+        fingerprint,
+    });
     state
         .store
-        .reserve(&request, idempotency)
+        .reserve(ReservationRequest {
+            reservation: request,
+            idempotency,
+        })
         .await
         .map_err(InventoryError::from)
 }

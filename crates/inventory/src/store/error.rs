@@ -3,10 +3,13 @@
 //! contention that outlasted the retries, or the database itself. No HTTP here:
 //! the API decides what each becomes.
 
+use std::sync::Arc;
+
 use crate::domain::{ReservationStatus, ShortItem};
 
-/// Why a store operation did not happen.
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation did not happen. Cheap to clone: a batch of
+/// coalesced reservations that fails as a whole gives each request the error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("no product with sku '{0}'")]
     ProductNotFound(String),
@@ -31,13 +34,13 @@ pub enum StoreError {
     Contention { attempts: u32 },
     /// The database cannot serve now (unreachable, saturated, shutting down).
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] Arc<sqlx::Error>),
     /// A lock wait or a statement outlasted its timeout (`lock_timeout`,
     /// `statement_timeout`): a row is held elsewhere or the database is slow.
     #[error("database busy: {0}")]
-    Busy(#[source] sqlx::Error),
+    Busy(#[source] Arc<sqlx::Error>),
     #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    Database(#[source] Arc<sqlx::Error>),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -49,7 +52,7 @@ impl From<sqlx::Error> for StoreError {
             // during a failover closes the connection in the middle of its
             // start-up.
             E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::Protocol(_) => {
-                Self::Unavailable(error)
+                Self::Unavailable(Arc::new(error))
             }
             // Class 08 (connection exception), 53300 (too many connections),
             // 57P01-03 (admin or crash shutdown, cannot connect now), 25006
@@ -65,14 +68,14 @@ impl From<sqlx::Error> for StoreError {
                         )
                 }) =>
             {
-                Self::Unavailable(error)
+                Self::Unavailable(Arc::new(error))
             }
             // 55P03 lock_not_available (lock_timeout), 57014 query_canceled
             // (statement_timeout): refused now so the connection is free again.
             E::Database(db) if matches!(db.code().as_deref(), Some("55P03" | "57014")) => {
-                Self::Busy(error)
+                Self::Busy(Arc::new(error))
             }
-            _ => Self::Database(error),
+            _ => Self::Database(Arc::new(error)),
         }
     }
 }

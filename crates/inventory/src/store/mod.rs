@@ -28,6 +28,7 @@
 //! from outside the service costs a request at most the lock timeout (`503`),
 //! never a pooled connection for longer.
 
+mod coalesce;
 mod error;
 mod expiry;
 mod finish;
@@ -36,11 +37,14 @@ mod reservations;
 mod retry;
 mod strategy;
 
+pub use coalesce::BatchSettings;
 pub use error::StoreError;
 pub use expiry::ExpiryScope;
-pub use reservations::{IdempotentRequest, NewReservation, Outcome, Reserved};
+pub use reservations::{IdempotentRequest, NewReservation, Outcome, ReservationRequest, Reserved};
 pub use retry::RetryPolicy;
 pub use strategy::LockingStrategy;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -53,6 +57,8 @@ use crate::domain::ReservationStatus;
 pub struct PgStore {
     pool: PgPool,
     settings: StoreSettings,
+    /// Batches concurrent reservations, when coalescing is on.
+    coalescer: Option<Arc<coalesce::Coalescer>>,
 }
 
 /// How the store writes: how reservations take stock, how hard writes retry.
@@ -62,11 +68,20 @@ pub struct StoreSettings {
     pub strategy: LockingStrategy,
     /// Retries of every write transaction.
     pub retry: RetryPolicy,
+    /// Coalescing of concurrent reservations of one product into batches;
+    /// `None` applies every request in a transaction of its own.
+    pub coalescing: Option<BatchSettings>,
 }
 
 impl PgStore {
     pub fn new(pool: PgPool, settings: StoreSettings) -> Self {
-        Self { pool, settings }
+        Self {
+            pool,
+            settings,
+            coalescer: settings
+                .coalescing
+                .map(|batches| Arc::new(coalesce::Coalescer::new(batches))),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -1,4 +1,9 @@
-//! Reservations: hold stock with optimistic locking, confirm, cancel, read.
+//! Reservations: hold stock for every line or none, in batches of one or more
+//! requests (see `coalesce`), each request with its own hold, ledger rows,
+//! idempotency record and answer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -6,7 +11,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::retry::{Step, in_transaction};
-use super::strategy::{LockingStrategy, Taken, take_stock};
+use super::strategy::{LockingStrategy, take_stock};
 use super::{HeldItem, PgStore, ReservationRecord};
 use crate::domain::{ReservationLines, ReservationStatus, ShortItem};
 
@@ -43,7 +48,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The outcome to record for a refusal, if it is one to record.
-    fn of_refusal(refusal: &StoreError) -> Option<Self> {
+    pub(super) fn of_refusal(refusal: &StoreError) -> Option<Self> {
         match refusal {
             StoreError::InsufficientStock(items) => Some(Self::InsufficientStock {
                 items: items.clone(),
@@ -56,182 +61,362 @@ impl Outcome {
 
 /// An idempotency key and the request it arrived with.
 #[derive(Debug, Clone)]
-pub struct IdempotentRequest<'a> {
-    pub key: &'a str,
+pub struct IdempotentRequest {
+    pub key: String,
     /// The request as parsed, to tell a retry from a different request.
     pub fingerprint: serde_json::Value,
 }
 
-/// A final answer, committed either way: a hold (or a replay), or a refusal
-/// recorded with the idempotency key.
-type Answer = Result<Reserved, StoreError>;
+/// One reservation request as the store takes it.
+#[derive(Debug, Clone)]
+pub struct ReservationRequest {
+    pub reservation: NewReservation,
+    pub idempotency: Option<IdempotentRequest>,
+}
+
+/// A final answer to one request of a batch: a hold (or a replay), or a
+/// refusal (recorded with its idempotency key, when it is one to record).
+pub(super) type Answer = Result<Reserved, StoreError>;
 
 impl PgStore {
     /// Holds stock for every line or for none.
     ///
-    /// Due holds on the lines' products are released first, in a transaction
-    /// of their own (the store's lock order). Then the store's
-    /// [`LockingStrategy`] takes the stock (optimistic by default: read
-    /// `(available, version)`, then compare-and-set on `version`); a lost
-    /// compare-and-set retries the whole transaction (see `retry`).
+    /// With coalescing on, the request joins the queue of its first product
+    /// and is applied in a batch with the requests queued behind the running
+    /// one (see `coalesce`); otherwise, or when nobody else is waiting, it is
+    /// a batch of one. Either way the batch's due holds are released first,
+    /// in a transaction of their own (the store's lock order), then one
+    /// transaction takes the stock with the store's [`LockingStrategy`]; a
+    /// lost compare-and-set retries the whole batch (see `retry`).
     ///
     /// With `idempotency`, the key is claimed in the same transaction and the
     /// [`Outcome`] is recorded with it (the hold, or a refusal: unknown sku,
     /// insufficient stock), so a retry gets the original answer whatever the
     /// stock has done since.
-    #[tracing::instrument(skip_all, fields(lines = request.lines.len()))]
-    pub async fn reserve(
+    pub async fn reserve(&self, request: ReservationRequest) -> Result<Reserved, StoreError> {
+        match &self.coalescer {
+            Some(coalescer) => coalescer.submit(self, request).await,
+            None => {
+                let mut answers = self.reserve_batch(&[request]).await;
+                answers.pop().unwrap_or_else(|| Err(no_answer()))
+            }
+        }
+    }
+
+    /// Applies `requests` in one transaction (retried as a whole); returns one
+    /// answer per request, in order. A failure of the batch as a whole (the
+    /// database gone, contention past the retry budget) is every request's
+    /// answer, and nothing of the batch is committed.
+    #[tracing::instrument(skip_all, fields(requests = requests.len()))]
+    pub(super) async fn reserve_batch(&self, requests: &[ReservationRequest]) -> Vec<Answer> {
+        metrics::histogram!("inventory_reservation_batch_size").record(requests.len() as f64);
+        match self.try_reserve_batch(requests).await {
+            Ok(answers) => answers,
+            Err(error) => vec![Err(error); requests.len()],
+        }
+    }
+
+    async fn try_reserve_batch(
         &self,
-        request: &NewReservation,
-        idempotency: Option<IdempotentRequest<'_>>,
-    ) -> Result<Reserved, StoreError> {
+        requests: &[ReservationRequest],
+    ) -> Result<Vec<Answer>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        self.release_due_holds(&mut conn, &request.lines.skus())
-            .await?;
+        let skus: Vec<String> = requests
+            .iter()
+            .flat_map(|request| request.reservation.lines.skus())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.release_due_holds(&mut conn, &skus).await?;
         let strategy = self.settings.strategy;
-        let idempotency = idempotency.as_ref();
-        in_transaction!(&mut conn, &self.settings.retry, "reserve", |tx| {
-            reserve_once(tx, request, idempotency, strategy)
-        })
+        Ok(in_transaction!(
+            &mut conn,
+            &self.settings.retry,
+            "reserve",
+            |tx| reserve_once(tx, requests, strategy)
+        ))
     }
 }
 
-/// One run of the reservation transaction.
+/// The answer a channel or batch lost (a bug, answered `500`).
+pub(super) fn no_answer() -> StoreError {
+    StoreError::Database(Arc::new(sqlx::Error::WorkerCrashed))
+}
+
+/// Where one request of a batch stands while the batch runs.
+#[derive(Debug)]
+enum Slot {
+    /// Takes stock in this run.
+    Open,
+    /// Carries the same key and body as an earlier request of the batch:
+    /// answered as a replay of that one's outcome.
+    SameAs(usize),
+    Answered(Answer),
+}
+
+/// One run of a batch's transaction: claims the idempotency keys, takes the
+/// stock, writes the holds and records the outcomes, a few statements
+/// whatever the batch's size.
 async fn reserve_once(
     tx: &mut PgConnection,
-    request: &NewReservation,
-    idempotency: Option<&IdempotentRequest<'_>>,
+    requests: &[ReservationRequest],
     strategy: LockingStrategy,
-) -> Result<Step<Answer>, StoreError> {
-    let Some(idem) = idempotency else {
-        return Ok(match hold(tx, request, strategy).await? {
-            Some(record) => Step::Commit(Ok(Reserved::Created(record))),
-            None => Step::Conflict,
-        });
+) -> Result<Step<Vec<Answer>>, StoreError> {
+    let mut slots = claim_keys(tx, requests).await?;
+    let open: Vec<usize> = (0..requests.len())
+        .filter(|&i| matches!(slots[i], Slot::Open))
+        .collect();
+    let lines: Vec<&ReservationLines> = open
+        .iter()
+        .map(|&i| &requests[i].reservation.lines)
+        .collect();
+    let Some(allocation) = take_stock(tx, &lines, strategy).await? else {
+        return Ok(Step::Conflict);
     };
-    // Claim the key. A concurrent request holding it makes this INSERT wait
-    // for that transaction's outcome: committed → we replay its answer;
-    // rolled back → the key is ours.
-    let claimed = sqlx::query!(
-        "INSERT INTO idempotency_keys (scope, key, request, outcome)
-         VALUES ($1, $2, $3, 'null')
-         ON CONFLICT (scope, key) DO NOTHING",
-        RESERVATIONS_SCOPE,
-        idem.key,
-        &idem.fingerprint,
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !claimed {
-        let original = sqlx::query!(
-            r#"SELECT request = $3 AS "same!", outcome
-               FROM idempotency_keys WHERE scope = $1 AND key = $2"#,
-            RESERVATIONS_SCOPE,
-            idem.key,
-            &idem.fingerprint,
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if !original.same {
-            return Err(StoreError::IdempotencyKeyReused);
+    let mut granted = Vec::new();
+    for (i, taken) in open.into_iter().zip(allocation) {
+        match taken {
+            Ok(()) => granted.push(i),
+            Err(refusal) => slots[i] = Slot::Answered(Err(refusal)),
         }
-        let outcome = serde_json::from_value(original.outcome).map_err(|error| {
-            StoreError::Database(sqlx::Error::Decode(
-                format!("an idempotency record holds no outcome: {error}").into(),
-            ))
-        })?;
-        return Ok(Step::Commit(Ok(Reserved::Replayed(outcome))));
     }
-    // Undo the hold, not the claim, if the request is refused.
-    sqlx::query("SAVEPOINT hold").execute(&mut *tx).await?;
-    match hold(tx, request, strategy).await {
-        Ok(Some(record)) => {
-            let held = Outcome::Held {
-                reservation: record.clone(),
-            };
-            record_outcome(tx, idem.key, &held).await?;
-            Ok(Step::Commit(Ok(Reserved::Created(record))))
-        }
-        Ok(None) => Ok(Step::Conflict),
-        Err(refusal) => match Outcome::of_refusal(&refusal) {
-            Some(outcome) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT hold")
-                    .execute(&mut *tx)
-                    .await?;
-                record_outcome(tx, idem.key, &outcome).await?;
-                Ok(Step::Commit(Err(refusal)))
-            }
-            None => Err(refusal),
+    let records = insert_holds(tx, &granted, requests).await?;
+    for (i, record) in granted.into_iter().zip(records) {
+        slots[i] = Slot::Answered(Ok(Reserved::Created(record)));
+    }
+    record_outcomes(tx, requests, &slots).await?;
+    let answers = (0..slots.len())
+        .map(|i| match &slots[i] {
+            Slot::Answered(answer) => answer.clone(),
+            Slot::SameAs(first) => match &slots[*first] {
+                Slot::Answered(answer) => replay_of(answer),
+                _ => Err(no_answer()),
+            },
+            Slot::Open => Err(no_answer()),
+        })
+        .collect();
+    Ok(Step::Commit(answers))
+}
+
+/// What a duplicate of a request in the same batch answers: the first one's
+/// outcome, as a replay.
+fn replay_of(first: &Answer) -> Answer {
+    match first {
+        Ok(Reserved::Created(record)) => Ok(Reserved::Replayed(Outcome::Held {
+            reservation: record.clone(),
+        })),
+        Ok(Reserved::Replayed(outcome)) => Ok(Reserved::Replayed(outcome.clone())),
+        Err(refusal) => match Outcome::of_refusal(refusal) {
+            Some(outcome) => Ok(Reserved::Replayed(outcome)),
+            None => Err(refusal.clone()),
         },
     }
 }
 
-/// Records what an idempotent request came to, with its key.
-async fn record_outcome(
+/// Claims every distinct idempotency key of the batch in one statement, in
+/// key order (so two batches claiming overlapping keys cannot deadlock), and
+/// answers the requests whose key an earlier transaction already holds. A
+/// concurrent transaction holding a key makes the claim wait for its
+/// outcome: committed → its answer is replayed; rolled back → the key is ours.
+async fn claim_keys(
     tx: &mut PgConnection,
-    key: &str,
-    outcome: &Outcome,
-) -> Result<(), StoreError> {
-    let outcome = serde_json::to_value(outcome)
-        .map_err(|error| StoreError::Database(sqlx::Error::Encode(error.into())))?;
-    sqlx::query!(
-        "UPDATE idempotency_keys SET outcome = $3 WHERE scope = $1 AND key = $2",
+    requests: &[ReservationRequest],
+) -> Result<Vec<Slot>, StoreError> {
+    let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+    let mut slots: Vec<Slot> = Vec::with_capacity(requests.len());
+    for (i, request) in requests.iter().enumerate() {
+        let Some(idem) = &request.idempotency else {
+            slots.push(Slot::Open);
+            continue;
+        };
+        slots.push(match first_with_key.get(idem.key.as_str()) {
+            None => {
+                first_with_key.insert(&idem.key, i);
+                Slot::Open
+            }
+            Some(&first)
+                if requests[first].idempotency.as_ref().map(|f| &f.fingerprint)
+                    == Some(&idem.fingerprint) =>
+            {
+                Slot::SameAs(first)
+            }
+            Some(_) => Slot::Answered(Err(StoreError::IdempotencyKeyReused)),
+        });
+    }
+    if first_with_key.is_empty() {
+        return Ok(slots);
+    }
+    let mut owners: Vec<(&str, usize)> = first_with_key.into_iter().collect();
+    owners.sort_unstable();
+    let (keys, fingerprints): (Vec<String>, Vec<serde_json::Value>) = owners
+        .iter()
+        .filter_map(|&(_, i)| requests[i].idempotency.as_ref())
+        .map(|idem| (idem.key.clone(), idem.fingerprint.clone()))
+        .unzip();
+    let claimed: BTreeSet<String> = sqlx::query_scalar!(
+        "INSERT INTO idempotency_keys (scope, key, request, outcome)
+         SELECT $1, k.key, k.request, 'null'
+         FROM UNNEST($2::TEXT[], $3::JSONB[]) AS k(key, request)
+         ORDER BY k.key
+         ON CONFLICT (scope, key) DO NOTHING
+         RETURNING key",
         RESERVATIONS_SCOPE,
-        key,
-        outcome,
+        &keys,
+        &fingerprints,
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    if claimed.len() == keys.len() {
+        return Ok(slots);
+    }
+    // Keys an earlier request holds: replay what it came to, if the body is the same.
+    let originals = sqlx::query!(
+        r#"SELECT i.key, i.request = k.request AS "same!", i.outcome
+           FROM UNNEST($2::TEXT[], $3::JSONB[]) AS k(key, request)
+           JOIN idempotency_keys i ON i.scope = $1 AND i.key = k.key
+           WHERE NOT (k.key = ANY($4))"#,
+        RESERVATIONS_SCOPE,
+        &keys,
+        &fingerprints,
+        &claimed.into_iter().collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let owner_of: HashMap<&str, usize> = owners.into_iter().collect();
+    for original in originals {
+        let Some(&i) = owner_of.get(original.key.as_str()) else {
+            continue;
+        };
+        slots[i] = Slot::Answered(if original.same {
+            let outcome = serde_json::from_value(original.outcome).map_err(|error| {
+                StoreError::Database(Arc::new(sqlx::Error::Decode(
+                    format!("an idempotency record holds no outcome: {error}").into(),
+                )))
+            })?;
+            Ok(Reserved::Replayed(outcome))
+        } else {
+            Err(StoreError::IdempotencyKeyReused)
+        });
+    }
+    Ok(slots)
+}
+
+/// Records, with each claimed key, what its request came to, in one statement.
+async fn record_outcomes(
+    tx: &mut PgConnection,
+    requests: &[ReservationRequest],
+    slots: &[Slot],
+) -> Result<(), StoreError> {
+    let mut keys = Vec::new();
+    let mut outcomes = Vec::new();
+    for (request, slot) in requests.iter().zip(slots) {
+        let (Some(idem), Slot::Answered(answer)) = (&request.idempotency, slot) else {
+            continue;
+        };
+        let outcome = match answer {
+            Ok(Reserved::Created(record)) => Outcome::Held {
+                reservation: record.clone(),
+            },
+            // A replay or a reused key: the record is someone else's.
+            Ok(Reserved::Replayed(_)) => continue,
+            Err(refusal) => match Outcome::of_refusal(refusal) {
+                Some(outcome) => outcome,
+                None => continue,
+            },
+        };
+        keys.push(idem.key.clone());
+        outcomes.push(
+            serde_json::to_value(&outcome).map_err(|error| {
+                StoreError::Database(Arc::new(sqlx::Error::Encode(error.into())))
+            })?,
+        );
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        "UPDATE idempotency_keys i SET outcome = o.outcome
+         FROM UNNEST($2::TEXT[], $3::JSONB[]) AS o(key, outcome)
+         WHERE i.scope = $1 AND i.key = o.key",
+        RESERVATIONS_SCOPE,
+        &keys,
+        &outcomes,
     )
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// Takes the stock and writes the reservation, its lines and its ledger rows;
-/// `None` when a concurrent writer won the compare-and-set.
-async fn hold(
+/// Writes the holds of the granted requests, their lines and their ledger
+/// rows in one statement; returns their records in the same order.
+async fn insert_holds(
     tx: &mut PgConnection,
-    request: &NewReservation,
-    strategy: LockingStrategy,
-) -> Result<Option<ReservationRecord>, StoreError> {
-    if take_stock(tx, &request.lines, strategy).await? == Taken::Conflict {
-        return Ok(None);
+    granted: &[usize],
+    requests: &[ReservationRequest],
+) -> Result<Vec<ReservationRecord>, StoreError> {
+    if granted.is_empty() {
+        return Ok(Vec::new());
     }
-    let id = Uuid::now_v7();
-    let skus = request.lines.skus();
-    let quantities = request.lines.quantities();
-    // The hold, its lines and their ledger rows in one statement.
+    let ids: Vec<Uuid> = granted.iter().map(|_| Uuid::now_v7()).collect();
+    let ttls: Vec<f64> = granted
+        .iter()
+        .map(|&i| requests[i].reservation.ttl_seconds as f64)
+        .collect();
+    let (mut line_ids, mut skus, mut quantities) = (Vec::new(), Vec::new(), Vec::new());
+    for (&i, id) in granted.iter().zip(&ids) {
+        let lines = &requests[i].reservation.lines;
+        line_ids.extend(std::iter::repeat_n(*id, lines.len()));
+        skus.extend(lines.skus());
+        quantities.extend(lines.quantities());
+    }
     let inserted = sqlx::query!(
-        r#"WITH hold AS (
+        r#"WITH holds AS (
                INSERT INTO reservations (id, status, expires_at)
-               VALUES ($1, 'held', now() + make_interval(secs => $2))
+               SELECT h.id, 'held', now() + make_interval(secs => h.ttl)
+               FROM UNNEST($1::UUID[], $2::FLOAT8[]) AS h(id, ttl)
                RETURNING id, created_at, expires_at
            ), lines AS (
                INSERT INTO reservation_items (reservation_id, sku, quantity)
-               SELECT hold.id, l.sku, l.quantity
-               FROM hold, UNNEST($3::TEXT[], $4::BIGINT[]) AS l(sku, quantity)
+               SELECT l.id, l.sku, l.quantity
+               FROM UNNEST($3::UUID[], $4::TEXT[], $5::BIGINT[]) AS l(id, sku, quantity)
            ), ledger AS (
                INSERT INTO stock_ledger (sku, kind, quantity, reservation_id)
-               SELECT l.sku, 'reserved', l.quantity, hold.id
-               FROM hold, UNNEST($3::TEXT[], $4::BIGINT[]) AS l(sku, quantity)
+               SELECT l.sku, 'reserved', l.quantity, l.id
+               FROM UNNEST($3::UUID[], $4::TEXT[], $5::BIGINT[]) AS l(id, sku, quantity)
            )
-           SELECT created_at, expires_at FROM hold"#,
-        id,
-        request.ttl_seconds as f64,
+           SELECT id AS "id!", created_at AS "created_at!", expires_at AS "expires_at!" FROM holds"#,
+        &ids,
+        &ttls,
+        &line_ids,
         &skus,
         &quantities,
     )
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(Some(ReservationRecord {
-        id,
-        status: ReservationStatus::Held,
-        items: skus
-            .into_iter()
-            .zip(quantities)
-            .map(|(sku, quantity)| HeldItem { sku, quantity })
-            .collect(),
-        created_at: inserted.created_at,
-        expires_at: inserted.expires_at,
-    }))
+    let mut times: HashMap<Uuid, _> = inserted
+        .into_iter()
+        .map(|row| (row.id, (row.created_at, row.expires_at)))
+        .collect();
+    granted
+        .iter()
+        .zip(ids)
+        .map(|(&i, id)| {
+            let (created_at, expires_at) = times.remove(&id).ok_or_else(no_answer)?;
+            let lines = &requests[i].reservation.lines;
+            Ok(ReservationRecord {
+                id,
+                status: ReservationStatus::Held,
+                items: lines
+                    .skus()
+                    .into_iter()
+                    .zip(lines.quantities())
+                    .map(|(sku, quantity)| HeldItem { sku, quantity })
+                    .collect(),
+                created_at,
+                expires_at,
+            })
+        })
+        .collect()
 }

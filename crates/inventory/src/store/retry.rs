@@ -58,7 +58,10 @@ impl RetryPolicy {
 
 /// Why a run was retried, as the `cause` label of the retry metric.
 fn retry_cause(error: &StoreError) -> Option<&'static str> {
-    let StoreError::Database(sqlx::Error::Database(db)) = error else {
+    let StoreError::Database(error) = error else {
+        return None;
+    };
+    let sqlx::Error::Database(db) = error.as_ref() else {
         return None;
     };
     match db.code().as_deref() {
