@@ -85,7 +85,7 @@ fn canvas<'a>(path: &'a Path, footer: &str) -> DrawingArea<SVGBackend<'a>, Shift
     let _ = root.draw(&Text::new(
         footer.to_owned(),
         (8, height - 16),
-        (FONT, 11).into_font().color(&BLACK.mix(0.6)),
+        (FONT, 13).into_font().color(&BLACK.mix(0.6)),
     ));
     root
 }
@@ -121,7 +121,7 @@ pub fn throughput(
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!("Inventory: holds/s against requests in flight, {what}"),
-            (FONT, 22),
+            (FONT, 26),
         )
         .margin(16)
         .margin_bottom(28)
@@ -139,8 +139,8 @@ pub fn throughput(
         .y_desc("holds per second")
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
-        .axis_desc_style((FONT, 16))
-        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 16))
         .draw()?;
 
     let mut strategies: Vec<&str> = service.iter().map(|p| p.strategy.as_str()).collect();
@@ -183,7 +183,7 @@ pub fn throughput(
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
-        .label_font((FONT, 14))
+        .label_font((FONT, 16))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .draw()?;
@@ -216,7 +216,7 @@ pub fn flash_sale_latency(
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "Flash sale: latency percentiles per strategy and coalescing",
-            (FONT, 22),
+            (FONT, 26),
         )
         .margin(16)
         .margin_bottom(28)
@@ -226,12 +226,12 @@ pub fn flash_sale_latency(
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_desc("cell (strategy, coalescing)")
+        .x_desc("strategy, RESERVATION_COALESCING (×2: two replicas on one database)")
         .y_desc("latency, ms (log scale)")
         .x_label_formatter(&|v| category_label(&labels, *v))
         .y_label_formatter(&|v| format!("{v}"))
-        .axis_desc_style((FONT, 16))
-        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 16))
         .draw()?;
     for (p, name) in ["p50", "p95", "p99"].iter().enumerate() {
         let colour = PALETTE[p % PALETTE.len()];
@@ -249,7 +249,7 @@ pub fn flash_sale_latency(
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 14))
+        .label_font((FONT, 16))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .draw()?;
@@ -274,7 +274,7 @@ pub fn flash_sale_throughput(
     let labels: Vec<String> = cells.iter().map(FlashSaleCell::label).collect();
     let root = canvas(path, footer);
     let mut chart = ChartBuilder::on(&root)
-        .caption("Flash sale: holds/s while there is stock", (FONT, 22))
+        .caption("Flash sale: holds/s while there is stock", (FONT, 26))
         .margin(16)
         .margin_bottom(28)
         .x_label_area_size(48)
@@ -283,12 +283,12 @@ pub fn flash_sale_throughput(
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_desc("cell (strategy, coalescing)")
+        .x_desc("strategy, RESERVATION_COALESCING (×2: two replicas on one database)")
         .y_desc("holds per second")
         .x_label_formatter(&|v| category_label(&labels, *v))
         .y_label_formatter(&|v| format!("{v:.0}"))
-        .axis_desc_style((FONT, 16))
-        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 16))
         .draw()?;
     let colour = PALETTE[0];
     chart
@@ -317,7 +317,7 @@ pub fn flash_sale_throughput(
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 14))
+        .label_font((FONT, 16))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .draw()?;
@@ -343,7 +343,7 @@ pub fn fanout_lag(path: &Path, footer: &str, buckets: &[LagBucket]) -> anyhow::R
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!("Timeline fan-out lag, post accepted → row written ({total:.0} rows)"),
-            (FONT, 22),
+            (FONT, 26),
         )
         .margin(16)
         .margin_bottom(28)
@@ -357,8 +357,8 @@ pub fn fanout_lag(path: &Path, footer: &str, buckets: &[LagBucket]) -> anyhow::R
         .y_desc("share of rows, %")
         .x_label_formatter(&|v| category_label(&labels, *v))
         .y_label_formatter(&|v| format!("{v:.0}"))
-        .axis_desc_style((FONT, 16))
-        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 16))
         .draw()?;
     let colour = PALETTE[2];
     chart.draw_series(shares.iter().enumerate().map(|(i, share)| {
@@ -380,7 +380,7 @@ pub fn fanout_lag(path: &Path, footer: &str, buckets: &[LagBucket]) -> anyhow::R
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
-        .label_font((FONT, 14))
+        .label_font((FONT, 16))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .draw()?;
@@ -454,7 +454,7 @@ mod tests {
         assert!(hot.contains("ceiling"));
         assert!(hot.contains("service, guarded"));
         let latency = std::fs::read_to_string(out.join("flash-sale-latency.svg")).expect("svg");
-        assert!(latency.contains("optimistic one by one"));
+        assert!(latency.contains("optimistic off"));
         assert!(latency.contains("run started 2026-11-30T12:00:00Z"));
         std::fs::remove_dir_all(dir).expect("clean up");
     }

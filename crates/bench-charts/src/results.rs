@@ -4,7 +4,7 @@
 //! `bench/report.py` reads): `inventory-<strategy>-<workload>-c<n>.service.json`
 //! (`capctl reserve-load`), `ceiling-<workload>-c<n>.json` (pgbench running the
 //! single guarded `UPDATE`), `flash-sale-<cell>.json` (`capctl flash-sale` and
-//! how the cell was set up) and `timeline-lag.json` (`capctl fanout`).
+//! how the cell was set up; not `<cell>.capctl.json`, capctl's output alone) and `timeline-lag.json` (`capctl fanout`).
 
 use std::path::Path;
 
@@ -66,18 +66,10 @@ pub struct FlashSaleCell {
 impl FlashSaleCell {
     /// How the cell is named on a chart's axis.
     pub fn label(&self) -> String {
-        let coalescing = if self.coalescing == "on" {
-            "coalesced"
-        } else {
-            "one by one"
-        };
         if self.replicas > 1 {
-            format!(
-                "{} {}, {} replicas",
-                self.strategy, coalescing, self.replicas
-            )
+            format!("{} {} ×{}", self.strategy, self.coalescing, self.replicas)
         } else {
-            format!("{} {}", self.strategy, coalescing)
+            format!("{} {}", self.strategy, self.coalescing)
         }
     }
 }
@@ -152,7 +144,11 @@ impl Results {
                 });
             } else if name.starts_with("ceiling-") && name.ends_with(".json") {
                 results.ceiling.push(read_json(&path)?);
-            } else if name.starts_with("flash-sale-") && name.ends_with(".json") {
+            } else if name.starts_with("flash-sale-")
+                && name.ends_with(".json")
+                && !name.ends_with(".capctl.json")
+            {
+                // `<cell>.capctl.json` is capctl's own output, inside `<cell>.json` too.
                 results.flash_sales.push(read_json(&path)?);
             } else if name == "meta.json" {
                 results.run = read_json(&path).ok();
@@ -249,6 +245,10 @@ pub(crate) mod tests {
             );
         }
         write(
+            "flash-sale-optimistic-on-r1.capctl.json",
+            r#"{"holds_per_sec": 3000.0}"#,
+        );
+        write(
             "timeline-lag.json",
             r#"{"lag_p99_secs": 0.25, "lag_histogram": [
                 {"le_secs": 0.01, "count": 10.0}, {"le_secs": 0.05, "count": 80.0},
@@ -277,11 +277,7 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(
             labels,
-            [
-                "optimistic coalesced",
-                "optimistic one by one",
-                "optimistic coalesced, 2 replicas"
-            ]
+            ["optimistic on", "optimistic off", "optimistic on ×2"]
         );
         assert_eq!(results.lag.len(), 4);
         assert_eq!(results.lag[3].le_secs, None);
