@@ -7,7 +7,16 @@
 #              reserve-load` on one hot product and on 10,000 spread ones at each
 #              concurrency; next to it pgbench running the service's own statements
 #              (bench/pgbench/<strategy>.sql) at the same concurrency against a
-#              database with the same schema and products.
+#              database with the same schema and products. First, the
+#              single-statement ceiling: pgbench running only the guarded
+#              `UPDATE … WHERE sku = $1 AND available >= 1` (bench/pgbench/ceiling.sql,
+#              autocommit, prepared), hot and spread, at each concurrency.
+#   flash_sale `capctl flash-sale` (BENCH_FLASH_STOCK units, BENCH_FLASH_BUYERS
+#              buyers, BENCH_FLASH_CONCURRENCY in flight) per strategy, with
+#              RESERVATION_COALESCING on and off (an inventory started for each
+#              cell on a fresh database), then BENCH_FLASH_REPLICAS inventories on
+#              one database with the buyers spread over them; oversold checked in
+#              the database after each.
 #   timeline   `timeline` and `timeline-worker` on spare ports with their own
 #              keyspace and stream; `capctl post-load` (accept rate, and the
 #              worker's rows/s while it drains the backlog) next to `capctl
@@ -25,6 +34,10 @@
 #              its own; `capctl celebrity-reads` (post → seen by sampled
 #              followers, rows the worker wrote) and `capctl read-load` on them.
 #   memory     VmHWM of every service process.
+#   charts     `bench-charts` draws SVG charts from the raw results into
+#              docs/charts/ (BENCH_CHARTS_DIR): throughput against requests in
+#              flight with the ceiling, the flash sale's latency percentiles and
+#              holds/s, the fan-out lag distribution.
 #
 # Writes bench/results/latest.md (and the raw outputs under bench/results/raw/),
 # prints the table. Benchmarks report: a missed target never fails; only a broken
@@ -36,7 +49,11 @@
 # BENCH_POST_SECS (5), BENCH_POST_CONCURRENCY (32), BENCH_READ_CONCURRENCY ("4 16"), BENCH_LAG_SECS (15),
 # BENCH_RELAY_POSTS (3000), BENCH_RELAY_FOLLOWERS (50), BENCH_CELEBRITY_FOLLOWERS (1000000),
 # BENCH_CELEBRITY_SAMPLE (200), BENCH_CELEBRITY_POSTS (5), BENCH_CELEBRITY_READ_CONCURRENCY (16),
-# BENCH_ONLY (the sections to run, in this order: "inventory timeline relay celebrity
+# BENCH_FLASH_STOCK (10000), BENCH_FLASH_BUYERS (100000), BENCH_FLASH_CONCURRENCY (64),
+# BENCH_FLASH_STRATEGIES (BENCH_STRATEGIES), BENCH_FLASH_COALESCING ("on off"),
+# BENCH_FLASH_REPLICAS (2; below 2 skips the replicated cell), BENCH_FLASH_REPLICA_STRATEGY
+# (optimistic), BENCH_CHARTS_DIR (docs/charts),
+# BENCH_ONLY (the sections to run, in this order: "inventory flash_sale timeline relay celebrity
 # replication"; replication runs the CAP lab's pg-sync-cost scenario and needs root),
 # BENCH_SKIP_BUILD=1, BENCH_SKIP_STACK=1. The relay section's API takes OUTBOX_RELAY_AFTER_SECS,
 # OUTBOX_RELAY_INTERVAL_MS and OUTBOX_SHARDS from the environment (the service's defaults otherwise).
@@ -61,7 +78,14 @@ BENCH_CELEBRITY_FOLLOWERS="${BENCH_CELEBRITY_FOLLOWERS:-1000000}"
 BENCH_CELEBRITY_SAMPLE="${BENCH_CELEBRITY_SAMPLE:-200}"
 BENCH_CELEBRITY_POSTS="${BENCH_CELEBRITY_POSTS:-5}"
 BENCH_CELEBRITY_READ_CONCURRENCY="${BENCH_CELEBRITY_READ_CONCURRENCY:-16}"
-BENCH_SECTIONS=(inventory timeline relay celebrity replication)
+BENCH_FLASH_STOCK="${BENCH_FLASH_STOCK:-10000}"
+BENCH_FLASH_BUYERS="${BENCH_FLASH_BUYERS:-100000}"
+BENCH_FLASH_CONCURRENCY="${BENCH_FLASH_CONCURRENCY:-64}"
+BENCH_FLASH_STRATEGIES="${BENCH_FLASH_STRATEGIES:-$BENCH_STRATEGIES}"
+BENCH_FLASH_COALESCING="${BENCH_FLASH_COALESCING:-on off}"
+BENCH_FLASH_REPLICAS="${BENCH_FLASH_REPLICAS:-2}"
+BENCH_FLASH_REPLICA_STRATEGY="${BENCH_FLASH_REPLICA_STRATEGY:-optimistic}"
+BENCH_SECTIONS=(inventory flash_sale timeline relay celebrity replication)
 BENCH_ONLY="${BENCH_ONLY:-${BENCH_SECTIONS[*]}}"
 for section in $BENCH_ONLY; do
   [[ " ${BENCH_SECTIONS[*]} " == *" $section "* ]] || die "unknown BENCH_ONLY section '$section' (expected: ${BENCH_SECTIONS[*]})"
@@ -78,6 +102,7 @@ BENCH_DIR="$ROOT/bench"
 OUT_DIR="$BENCH_DIR/results"
 RAW="$OUT_DIR/raw"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+CHARTS_DIR="${BENCH_CHARTS_DIR:-$ROOT/docs/charts}"
 PG_BIN=$(pg_bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 export PGHOST=127.0.0.1 PGPORT="$PG_PORT" PGUSER=postgres
 PSQL=("$PG_BIN/psql" -X -q -w -v ON_ERROR_STOP=1)
@@ -209,6 +234,7 @@ if [[ "${BENCH_SKIP_STACK:-0}" != 1 ]]; then
 fi
 tools=(curl python3)
 [[ " $BENCH_ONLY " == *" inventory "* ]] && tools+=("$PG_BIN/pgbench")
+[[ " $BENCH_ONLY " == *" flash_sale "* ]] && tools+=("$BIN/inventory")
 [[ " $BENCH_ONLY " == *" relay "* ]] && tools+=("$NATS_SERVER")
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || die "$tool is needed by the benchmarks"
@@ -223,8 +249,54 @@ mkdir -p "$RAW"
 } >"$RAW/meta.json"
 
 # ---------------------------------------------------------------- inventory
-# bench_inventory — per strategy: the service next to pgbench, hot and spread, at each concurrency.
+# migrated_db NAME — a fresh database with the service's schema and the bench products.
+migrated_db() {
+  local migration
+  fresh_db "$1"
+  for migration in "$ROOT"/migrations/postgres/*.sql; do
+    "${PSQL[@]}" -d "$1" -f "$migration"
+  done
+  seed "$1"
+}
+
+# bench_ceiling — the single-statement ceiling: pgbench running only the guarded UPDATE
+# (bench/pgbench/ceiling.sql), hot and spread, at each concurrency; one JSON per cell.
+bench_ceiling() {
+  local db=capbench_ceiling workload prefix skus c cell threads
+  service_dbs+=("$db")
+  log "inventory ceiling: a fresh database with the products"
+  migrated_db "$db"
+  for workload in hot spread; do
+    if [[ $workload == hot ]]; then prefix=hot- skus=1; else prefix=spread- skus=$BENCH_SPREAD_SKUS; fi
+    for c in $BENCH_CONCURRENCY; do
+      cell="$RAW/ceiling-$workload-c$c"
+      log "inventory ceiling ($workload, $c clients): pgbench, the guarded UPDATE alone"
+      threads=$((c < 2 ? c : 2))
+      "$PG_BIN/pgbench" -n -M prepared -c "$c" -j "$threads" -T "$BENCH_SECS" \
+        -f "$BENCH_DIR/pgbench/ceiling.sql" -D prefix="$prefix" -D skus="$skus" "$db" \
+        >"$cell.pgbench.txt" 2>&1 || { cat "$cell.pgbench.txt" >&2; die "pgbench failed"; }
+      python3 - "$cell.pgbench.txt" "$workload" "$c" >"$cell.json" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+tps = re.search(r"tps = ([\d.]+)", text)
+done = re.search(r"number of transactions actually processed: (\d+)", text)
+latency = re.search(r"latency average = ([\d.]+) ms", text)
+print(json.dumps({
+    "workload": sys.argv[2], "clients": int(sys.argv[3]),
+    "tps": float(tps.group(1)) if tps else None,
+    "transactions": int(done.group(1)) if done else None,
+    "latency_avg_ms": float(latency.group(1)) if latency else None,
+}))
+PY
+    done
+  done
+  "$PG_BIN/dropdb" -w --if-exists "$db"
+}
+
+# bench_inventory — the ceiling, then per strategy: the service next to pgbench, hot and
+# spread, at each concurrency.
 bench_inventory() {
+  bench_ceiling
   for strategy in $BENCH_STRATEGIES; do
     service_db="capbench_inv_$strategy"
     pgbench_db="capbench_pgbench_$strategy"
@@ -240,11 +312,8 @@ bench_inventory() {
     inventory_pid=$started_pid
     wait_ready "$url" "$inventory_pid"
     seed "$service_db"
-    for migration in "$ROOT"/migrations/postgres/*.sql; do
-      "${PSQL[@]}" -d "$pgbench_db" -f "$migration"
-    done
+    migrated_db "$pgbench_db"
     "${PSQL[@]}" -d "$pgbench_db" -f "$BENCH_DIR/pgbench/setup.sql"
-    seed "$pgbench_db"
 
     for workload in hot spread; do
       if [[ $workload == hot ]]; then prefix=hot- skus=1; else prefix=spread- skus=$BENCH_SPREAD_SKUS; fi
@@ -271,6 +340,76 @@ bench_inventory() {
     peak_rss_mb "$inventory_pid" >"$RAW/rss-inventory-$strategy"
     stop "$inventory_pid"
   done
+}
+
+# ---------------------------------------------------------------- flash sale
+# flash_sale_cell STRATEGY COALESCING REPLICAS — that many inventories with that strategy
+# and RESERVATION_COALESCING on a fresh database, `capctl flash-sale` spread over them,
+# then the database's own count of what was taken; writes $RAW/flash-sale-<cell>.json.
+flash_sale_cell() {
+  local strategy=$1 coalescing=$2 replicas=$3 i port url db name
+  local urls=() replica_pids=()
+  name="flash-sale-$strategy-$coalescing-r$replicas"
+  db="capbench_flash_$strategy"
+  service_dbs+=("$db")
+  fresh_db "$db"
+  for ((i = 0; i < replicas; i++)); do
+    port=$(free_port)
+    url="http://127.0.0.1:$port"
+    start inventory "$RAW/$name-$i.log" \
+      RESERVATION_STRATEGY="$strategy" RESERVATION_COALESCING="$coalescing" \
+      INVENTORY_ADDR="127.0.0.1:$port" DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$db" \
+      RUST_LOG=warn
+    replica_pids+=("$started_pid")
+    urls+=(--inventory-url "$url")
+    wait_ready "$url" "$started_pid"
+  done
+  log "flash sale ($strategy, coalescing $coalescing, $replicas replica(s)): $BENCH_FLASH_BUYERS buyers, $BENCH_FLASH_STOCK units, $BENCH_FLASH_CONCURRENCY in flight"
+  # It exits 1 when its invariant does not hold: recorded and reported, not fatal.
+  capctl "${urls[@]}" flash-sale --stock "$BENCH_FLASH_STOCK" --buyers "$BENCH_FLASH_BUYERS" \
+    --concurrency "$BENCH_FLASH_CONCURRENCY" >"$RAW/$name.capctl.json" \
+    || warn "flash sale ($strategy, $coalescing, $replicas): capctl reported a violated invariant or failed"
+  python3 - "$RAW/$name.capctl.json" "$strategy" "$coalescing" "$replicas" "$db" "$PG_BIN/psql" \
+    "${RESERVATION_BATCH_MAX_SIZE:-}" "${RESERVATION_BATCH_WAIT_US:-}" >"$RAW/$name.json" <<'PY'
+import json, subprocess, sys
+path, strategy, coalescing, replicas, db, psql, batch_max, batch_wait = sys.argv[1:9]
+try:
+    report = json.load(open(path))
+except (OSError, ValueError):
+    report = None
+cell = {"strategy": strategy, "coalescing": coalescing, "replicas": int(replicas),
+        "batch_max_size": batch_max or None, "batch_wait_us": batch_wait or None,
+        "report": report}
+if report:
+    # The database's word, not the service's: units taken beyond the stock received.
+    skus = ",".join("'" + sku + "'" for sku in report["skus"])
+    row = subprocess.run(
+        [psql, "-X", "-w", "-At", "-F", " ", "-d", db, "-c",
+         "SELECT COALESCE(SUM(GREATEST(reserved + sold - received, 0)), 0), "
+         "COALESCE(SUM(reserved + sold), 0), count(*) FILTER (WHERE available < 0) "
+         f"FROM products WHERE sku IN ({skus})"],
+        check=True, capture_output=True, text=True).stdout.split()
+    cell.update(oversold_db=int(row[0]), taken_db=int(row[1]), negative_available_db=int(row[2]))
+print(json.dumps(cell))
+PY
+  for ((i = 0; i < ${#replica_pids[@]}; i++)); do
+    peak_rss_mb "${replica_pids[$i]}" >"$RAW/rss-inventory-flash-$strategy-$coalescing-r$replicas-$i"
+    stop "${replica_pids[$i]}"
+  done
+  "$PG_BIN/dropdb" -w --if-exists "$db"
+}
+
+# bench_flash_sale — every strategy with coalescing on and off, then the replicated cell.
+bench_flash_sale() {
+  local strategy coalescing
+  for strategy in $BENCH_FLASH_STRATEGIES; do
+    for coalescing in $BENCH_FLASH_COALESCING; do
+      flash_sale_cell "$strategy" "$coalescing" 1
+    done
+  done
+  if ((BENCH_FLASH_REPLICAS >= 2)); then
+    flash_sale_cell "$BENCH_FLASH_REPLICA_STRATEGY" on "$BENCH_FLASH_REPLICAS"
+  fi
 }
 
 # ---------------------------------------------------------------- timeline
@@ -483,4 +622,6 @@ done
 elapsed=$(($(date +%s) - started_at))
 python3 "$BENCH_DIR/report.py" "$RAW" "$elapsed" >"$OUT_DIR/latest.md"
 cat "$OUT_DIR/latest.md"
+log "charts from the raw results into ${CHARTS_DIR#"$ROOT"/}/"
+"$BIN/bench-charts" "$RAW" "$CHARTS_DIR" || warn "bench-charts failed: no charts"
 log "written to bench/results/latest.md (raw outputs in bench/results/raw/) in ${elapsed} s"
