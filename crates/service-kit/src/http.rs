@@ -51,9 +51,11 @@ impl std::fmt::Debug for Essentials {
 pub fn service_router(api: Router, essentials: Essentials) -> Router {
     let Essentials {
         readiness,
-        openapi,
+        mut openapi,
         http,
     } = essentials;
+    // What the extractors, the body limit and the timeout answer on every route.
+    crate::openapi::document_kit_answers(&mut openapi);
 
     let docs: Router = SwaggerUi::new("/docs").url("/openapi.json", openapi).into();
 

@@ -9,11 +9,21 @@ use crate::validate::Invalid;
 /// The request header.
 pub const HEADER: &str = "idempotency-key";
 
+/// The longest key, in characters (without the quotes of an sf-string).
+pub const KEY_MAX_CHARS: usize = 255;
+
+/// What [`key`] accepts, for the OpenAPI documents: an sf-string of 1–255
+/// printable ASCII characters in quotes, or a bare token of 1–255 printable
+/// ASCII characters that neither starts with a quote nor starts or ends with a
+/// space (HTTP trims those).
+pub const KEY_PATTERN: &str = r#"^(?:"[ -~]{1,255}"|[!#-~](?:[ -~]{0,253}[!-~])?)$"#;
+
 /// Marks an answer replayed for a repeated key (`Idempotent-Replayed: true`).
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// The key, if the request carries one: an sf-string or a bare token of 1–255
-/// printable ASCII characters. Anything else is refused, naming the header.
+/// printable ASCII characters ([`KEY_PATTERN`]). Anything else, an unbalanced
+/// quote included, is refused, naming the header.
 pub fn key(headers: &HeaderMap) -> Result<Option<&str>, Invalid> {
     let Some(value) = headers.get(HEADER) else {
         return Ok(None);
@@ -25,11 +35,12 @@ pub fn key(headers: &HeaderMap) -> Result<Option<&str>, Invalid> {
         )
     };
     let raw = value.to_str().map_err(|_| refused())?.trim();
-    let key = raw
-        .strip_prefix('"')
-        .and_then(|k| k.strip_suffix('"'))
-        .unwrap_or(raw);
-    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+    let key = match raw.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"').ok_or_else(refused)?,
+        None => raw,
+    };
+    let printable = key.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+    if key.is_empty() || key.len() > KEY_MAX_CHARS || !printable {
         return Err(refused());
     }
     Ok(Some(key))
@@ -52,7 +63,22 @@ mod tests {
         assert_eq!(key(&with_key("\"abc-1\"")).ok().flatten(), Some("abc-1"));
         assert_eq!(key(&with_key("abc-1")).ok().flatten(), Some("abc-1"));
         assert!(key(&HeaderMap::new()).expect("absent is fine").is_none());
-        for bad in ["\"\"", "tab\there", &"k".repeat(256)] {
+        assert_eq!(key(&with_key("a\"b")).ok().flatten(), Some("a\"b"));
+        assert_eq!(
+            key(&with_key("\" spaced \"")).ok().flatten(),
+            Some(" spaced ")
+        );
+        let longest = "k".repeat(KEY_MAX_CHARS);
+        assert_eq!(
+            key(&with_key(&longest)).ok().flatten(),
+            Some(longest.as_str())
+        );
+        let quoted = format!("\"{longest}\"");
+        assert_eq!(
+            key(&with_key(&quoted)).ok().flatten(),
+            Some(longest.as_str())
+        );
+        for bad in ["\"\"", "\"", "\"open", "tab\there", &"k".repeat(256)] {
             assert_eq!(key(&with_key(bad)).expect_err(bad).field, "Idempotency-Key");
         }
     }

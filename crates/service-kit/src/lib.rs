@@ -14,6 +14,9 @@
 //! - [`health`]: `/healthz`, and `/readyz` driven by pluggable [`health::ReadinessCheck`]s,
 //!   with ready-made checks for PostgreSQL, Cassandra and NATS JetStream behind features.
 //! - [`idempotency`]: the `Idempotency-Key` header, parsed the same way by every service.
+//! - [`openapi`]: the kit's part of every OpenAPI document: schemas of the values it
+//!   validates, built from the checks' own constants, and the statuses its extractors
+//!   and layers answer on every route.
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, and per-route HTTP metrics.
 //! - [`http`]: assembles a service's API router with the endpoints above and the
 //!   tower-http layers (request id, trace, timeout, body limit), and serves it.
@@ -29,6 +32,7 @@ pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod retry;
 pub mod shutdown;

@@ -45,6 +45,27 @@ pub struct Problem {
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// A problem that names the request field at fault: the `422` of a refused
+/// value, and the `400` of a malformed parameter where a service names it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/validation",
+    "title": "Validation Failed",
+    "status": 422,
+    "detail": "quantity must be between 1 and 1000000 (got 0)",
+    "field": "quantity"
+}))]
+pub struct ValidationProblem {
+    #[serde(flatten)]
+    pub problem: Problem,
+    /// The request field at fault (a JSON member, a path segment, a query
+    /// parameter or a header); absent when the body as a whole has the wrong
+    /// shape (an unknown field, a wrong type).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+}
+
 impl Problem {
     /// A problem of type `/problems/{slug}`.
     pub fn new(status: StatusCode, slug: &str, title: impl Into<String>) -> Self {
