@@ -10,9 +10,19 @@ pub const MAX_QUANTITY: i64 = 1_000_000;
 pub const MAX_STOCK: i64 = 1_000_000_000;
 /// Most lines one reservation may hold.
 pub const MAX_ITEMS: usize = 100;
+/// Most characters a product name may have.
+pub const MAX_NAME_CHARS: usize = 200;
+/// The longest hold any deployment may configure (`RESERVATION_MAX_TTL_SECS`), in seconds.
+pub const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
+/// Most entries one ledger page may hold.
+pub const MAX_LEDGER_PAGE: i64 = 200;
+/// Entries per ledger page when the client does not say.
+pub const DEFAULT_LEDGER_PAGE: i64 = 50;
 
+use service_kit::openapi::{identifier_schema, integer_schema, or_null, text_schema};
 pub use service_kit::validate::Invalid;
 use service_kit::validate::{identifier, no_control_characters};
+use utoipa::openapi::{RefOr, Schema};
 
 /// A stock-keeping unit: 1–64 of `A-Z a-z 0-9 . _ -`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -30,6 +40,15 @@ impl Sku {
     }
 }
 
+/// The document's schema of a sku: the rule [`Sku::parse`] checks.
+impl utoipa::PartialSchema for Sku {
+    fn schema() -> RefOr<Schema> {
+        identifier_schema("A stock-keeping unit: 1-64 characters of `A-Z a-z 0-9 . _ -`").into()
+    }
+}
+
+impl utoipa::ToSchema for Sku {}
+
 impl fmt::Display for Sku {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -44,10 +63,10 @@ pub struct ProductName(String);
 impl ProductName {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let length = raw.chars().count();
-        if raw.trim().is_empty() || length > 200 {
+        if raw.trim().is_empty() || length > MAX_NAME_CHARS {
             return Err(Invalid::new(
                 "name",
-                format!("name must be 1-200 characters and not blank (got {length})"),
+                format!("name must be 1-{MAX_NAME_CHARS} characters and not blank (got {length})"),
             ));
         }
         no_control_characters("name", raw)?;
@@ -58,6 +77,20 @@ impl ProductName {
         &self.0
     }
 }
+
+/// The document's schema of a name: the rule [`ProductName::parse`] checks.
+impl utoipa::PartialSchema for ProductName {
+    fn schema() -> RefOr<Schema> {
+        text_schema(
+            "A product's display name: 1-200 characters, not blank, no control characters",
+            MAX_NAME_CHARS,
+            true,
+        )
+        .into()
+    }
+}
+
+impl utoipa::ToSchema for ProductName {}
 
 /// A positive number of units, at most [`MAX_QUANTITY`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,6 +112,15 @@ impl Quantity {
     }
 }
 
+/// The document's schema of a quantity: the rule [`Quantity::parse`] checks.
+impl utoipa::PartialSchema for Quantity {
+    fn schema() -> RefOr<Schema> {
+        integer_schema("Units of one product", 1, MAX_QUANTITY).into()
+    }
+}
+
+impl utoipa::ToSchema for Quantity {}
+
 /// Units received into stock: `0..=MAX_STOCK`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StockLevel(i64);
@@ -97,6 +139,36 @@ impl StockLevel {
     pub fn get(self) -> i64 {
         self.0
     }
+}
+
+/// The document's schema of a stock level: the rule [`StockLevel::parse`] checks.
+impl utoipa::PartialSchema for StockLevel {
+    fn schema() -> RefOr<Schema> {
+        integer_schema("Units received into stock", 0, MAX_STOCK).into()
+    }
+}
+
+impl utoipa::ToSchema for StockLevel {}
+
+/// The schema of a restock: a [`StockLevel`] above zero (`PATCH` refuses `0`).
+pub fn restock_schema() -> Schema {
+    integer_schema("Units received now, added to `available`", 1, MAX_STOCK)
+}
+
+/// The schema of a hold's length, in seconds: at least 1, at most what the
+/// deployment configures (`RESERVATION_MAX_TTL_SECS`, never above [`MAX_TTL_SECS`]).
+pub fn ttl_schema() -> Schema {
+    or_null(integer_schema(
+        "How long the hold lasts, in seconds; at most the deployment's RESERVATION_MAX_TTL_SECS \
+         (default 3600; a longer one is 422). Absent or null: RESERVATION_DEFAULT_TTL_SECS",
+        1,
+        MAX_TTL_SECS,
+    ))
+}
+
+/// The schema of a ledger page size.
+pub fn ledger_limit_schema() -> Schema {
+    integer_schema("Entries per page (default 50)", 1, MAX_LEDGER_PAGE)
 }
 
 /// A line the store could not fill: what was asked, what was there.

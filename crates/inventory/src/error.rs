@@ -3,9 +3,11 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use service_kit::Problem;
+use utoipa::ToSchema;
 
-use crate::domain::{Invalid, ShortItem};
+use crate::domain::{Invalid, ReservationStatus, ShortItem};
 use crate::store::StoreError;
 
 /// Everything that can go wrong in a request to the inventory service.
@@ -29,6 +31,57 @@ impl From<sqlx::Error> for InventoryError {
     fn from(error: sqlx::Error) -> Self {
         Self::Store(StoreError::from(error))
     }
+}
+
+// The problem types with extension members, as the OpenAPI documents show them.
+// The functions below build the real ones; the tests hold both to the same members.
+
+/// `409 insufficient-stock`: nothing was reserved; `items` lists each short line.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InsufficientStockProblem {
+    #[serde(flatten)]
+    pub problem: Problem,
+    /// Each line that did not fit, with the units available now.
+    pub items: Vec<ShortItem>,
+}
+
+/// `404 unknown-sku`: items name products that do not exist; `skus` lists them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnknownSkuProblem {
+    #[serde(flatten)]
+    pub problem: Problem,
+    /// The skus no product has.
+    pub skus: Vec<String>,
+}
+
+/// `412 stale-version`: `If-Match` names no current version; `current_version` is it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaleVersionProblem {
+    #[serde(flatten)]
+    pub problem: Problem,
+    /// The product's version now (its `ETag` is this number in quotes).
+    pub current_version: i64,
+}
+
+/// `409 reservation-state`: the reservation is not in a state that allows this.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationStateProblem {
+    #[serde(flatten)]
+    pub problem: Problem,
+    /// Where the reservation stands.
+    pub reservation_status: ReservationStatus,
+}
+
+/// `503 unavailable` of a reservation: contention outlasted the retry budget
+/// (`attempts` says how many transactions were tried), or the database cannot serve.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationUnavailableProblem {
+    #[serde(flatten)]
+    pub problem: Problem,
+    /// Transactions tried before giving up; only when contention was the cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
+    pub attempts: Option<u32>,
 }
 
 /// The `409` of a reservation that does not fit, listing each short line.
@@ -131,5 +184,45 @@ fn store_problem(error: StoreError, detail: String) -> Problem {
 impl IntoResponse for InventoryError {
     fn into_response(self) -> Response {
         Problem::from(self).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    /// The extension members the documents show are the ones the problems carry.
+    #[test]
+    fn documented_problem_members_are_the_ones_sent() {
+        let schema_has = |schema: utoipa::openapi::RefOr<utoipa::openapi::Schema>, member: &str| {
+            serde_json::to_string(&schema)
+                .expect("serializable")
+                .contains(&format!("\"{member}\""))
+        };
+        let sent = [
+            (insufficient_stock(&[]), "items"),
+            (unknown_skus(&[]), "skus"),
+            (
+                InventoryError::Store(StoreError::Contention { attempts: 3 }).into(),
+                "attempts",
+            ),
+        ];
+        for (problem, member) in sent {
+            let value = serde_json::to_value(&problem).expect("serializable");
+            assert!(value.get(member).is_some(), "{member} in {value}");
+        }
+        assert!(schema_has(InsufficientStockProblem::schema(), "items"));
+        assert!(schema_has(UnknownSkuProblem::schema(), "skus"));
+        assert!(schema_has(
+            ReservationUnavailableProblem::schema(),
+            "attempts"
+        ));
+        assert!(schema_has(StaleVersionProblem::schema(), "current_version"));
+        assert!(schema_has(
+            ReservationStateProblem::schema(),
+            "reservation_status"
+        ));
     }
 }

@@ -24,7 +24,19 @@ pub struct AppState {
                        all-or-nothing reservations, no oversell, ever. When the database is \
                        unreachable the service refuses (503 + Retry-After) rather than guesses.",
     ),
-    components(schemas(service_kit::Problem)),
+    components(schemas(
+        service_kit::Problem,
+        service_kit::problem::ValidationProblem,
+        crate::domain::Sku,
+        crate::domain::ProductName,
+        crate::domain::Quantity,
+        crate::domain::StockLevel,
+        crate::error::InsufficientStockProblem,
+        crate::error::UnknownSkuProblem,
+        crate::error::StaleVersionProblem,
+        crate::error::ReservationStateProblem,
+        crate::error::ReservationUnavailableProblem,
+    )),
     tags(
         (name = "products", description = "Products and their stock"),
         (name = "reservations", description = "Holds on stock: reserve, confirm, cancel"),

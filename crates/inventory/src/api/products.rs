@@ -7,14 +7,21 @@ use chrono::{DateTime, Utc};
 use headers::{ETag, HeaderMapExt, IfMatch};
 use serde::{Deserialize, Serialize};
 use service_kit::extract::{Json, Path, Query};
+use service_kit::validate::{present_whole_number, whole_number};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::domain::{Invalid, ProductName, Sku, StockLevel};
-use crate::error::InventoryError;
+use crate::domain::{
+    DEFAULT_LEDGER_PAGE, Invalid, MAX_LEDGER_PAGE, ProductName, Sku, StockLevel,
+    ledger_limit_schema, restock_schema,
+};
+use crate::error::{InventoryError, StaleVersionProblem};
 use crate::store::{LedgerRow, ProductRow};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -28,24 +35,38 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
-    /// 1–64 characters of `A-Z a-z 0-9 . _ -`.
-    #[schema(example = "SKU-1")]
+    #[schema(value_type = Sku, example = "SKU-1")]
     pub sku: String,
-    /// 1–200 characters.
-    #[schema(example = "Limited sneaker")]
+    #[schema(value_type = ProductName, example = "Limited sneaker")]
     pub name: String,
-    /// Units received, `0..=1_000_000_000`.
-    #[schema(example = 100)]
+    /// Units received.
+    #[serde(deserialize_with = "whole_number")]
+    #[schema(value_type = StockLevel, example = 100)]
     pub stock: i64,
 }
 
-/// Changes to a product: a new name, more stock, or both.
+/// Changes to a product: a new name, more stock, or both (at least one).
+/// `null` is not a value of either: leave the member out instead.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateProduct {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = ProductName, required = false)]
     pub name: Option<String>,
-    /// Units received now, added to `available`; `1..=1_000_000_000`.
+    /// Units received now, added to `available`.
+    #[serde(default, deserialize_with = "present_whole_number")]
+    #[schema(schema_with = restock_schema, required = false)]
     pub restock: Option<i64>,
+}
+
+/// A member that, when present, must hold a value (`null` is refused).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// A product and its stock. `available + reserved + sold` is everything received.
@@ -108,9 +129,100 @@ pub struct LedgerPage {
 #[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
     /// Entries per page, 1–200 (default 50).
+    #[param(schema_with = ledger_limit_schema)]
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: the id of the oldest entry seen
+    /// (entries before it come next).
+    #[param(schema_with = ledger_cursor_schema)]
     pub cursor: Option<String>,
+}
+
+/// Most digits of a ledger cursor (an entry id): any such number fits an `i64`.
+const LEDGER_CURSOR_DIGITS: usize = 18;
+/// What a ledger cursor is: 1–[`LEDGER_CURSOR_DIGITS`] decimal digits.
+const LEDGER_CURSOR_PATTERN: &str = "^[0-9]{1,18}$";
+
+fn ledger_cursor_schema() -> utoipa::openapi::Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(LEDGER_CURSOR_DIGITS))
+        .pattern(Some(LEDGER_CURSOR_PATTERN))
+        .into()
+}
+
+/// The entry id a cursor names, if it is one ([`LEDGER_CURSOR_PATTERN`]).
+fn parse_ledger_cursor(raw: &str) -> Option<i64> {
+    let digits = !raw.is_empty()
+        && raw.len() <= LEDGER_CURSOR_DIGITS
+        && raw.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| raw.parse().ok()).flatten()
+}
+
+/// What `If-Match` may be (RFC 9110 §13.1.1): `*`, or a list of entity tags,
+/// strong or weak, of visible ASCII.
+const IF_MATCH_PATTERN: &str = r#"^(?:\*|(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:W/)?"[!#-~]*")*)$"#;
+
+/// Whether `raw` is an `If-Match` value of [`IF_MATCH_PATTERN`]. (The `headers`
+/// crate reads any list and lets the entries it cannot read match nothing; a
+/// client that sends those gets `400`, not a `412` it cannot act on.)
+fn is_if_match(raw: &str) -> bool {
+    fn skip_ows(bytes: &[u8]) -> &[u8] {
+        let start = bytes
+            .iter()
+            .position(|&b| b != b' ' && b != b'\t')
+            .unwrap_or(bytes.len());
+        &bytes[start..]
+    }
+    if raw == "*" {
+        return true;
+    }
+    let mut rest = raw.as_bytes();
+    loop {
+        rest = skip_ows(rest);
+        rest = rest.strip_prefix(b"W/").unwrap_or(rest);
+        let Some(tag) = rest.strip_prefix(b"\"") else {
+            return false;
+        };
+        let Some(end) = tag.iter().position(|&b| b == b'"') else {
+            return false;
+        };
+        let etagc = |b: &u8| *b == b'!' || (b'#'..=b'~').contains(b);
+        if !tag[..end].iter().all(etagc) {
+            return false;
+        }
+        rest = skip_ows(&tag[end + 1..]);
+        match rest.split_first() {
+            None => return true,
+            Some((b',', after)) => rest = after,
+            Some(_) => return false,
+        }
+    }
+}
+
+/// The required `If-Match` header of `PATCH`, for the document.
+struct IfMatchHeader;
+
+impl IntoParams for IfMatchHeader {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![if_match_parameter()]
+    }
+}
+
+fn if_match_parameter() -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name("If-Match")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::True)
+        .description(Some(
+            "The product's current ETag (e.g. \"3\"), a list of entity tags, or `*`",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(IF_MATCH_PATTERN)),
+        ))
+        .build()
 }
 
 /// The product as the body, its version as the `ETag`, and on `201` its `Location`.
@@ -134,10 +246,16 @@ fn with_etag(status: StatusCode, product: ProductRow) -> Response {
     post, path = "/v1/products", tag = "products",
     request_body = CreateProduct,
     responses(
-        (status = 201, description = "Created", body = Product, headers(("ETag" = String), ("Location" = String))),
+        (status = 201, description = "Created", body = Product,
+            headers(("ETag" = String, description = "The version in quotes"), ("Location" = String)),
+            links(
+                ("GetProduct" = (operation_id = "get_product", parameters(("sku" = "$response.body#/sku")))),
+                ("UpdateProduct" = (operation_id = "update_product", parameters(("sku" = "$response.body#/sku"), ("header.If-Match" = "$response.header.ETag")))),
+                ("ListLedger" = (operation_id = "list_ledger", parameters(("sku" = "$response.body#/sku")))),
+                ("ReserveOne" = (operation_id = "create_reservation", request_body = json!({"items": [{"sku": "$response.body#/sku", "quantity": 1}]}))),
+            )),
         (status = 409, description = "A product with this sku exists", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unreachable", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (`field` names it), or the JSON has the wrong shape", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
     )
 )]
 async fn create_product(
@@ -154,11 +272,15 @@ async fn create_product(
 /// Read a product's current stock (always the latest committed state).
 #[utoipa::path(
     get, path = "/v1/products/{sku}", tag = "products",
-    params(("sku" = String, Path, description = "Product sku")),
+    params(("sku" = Sku, Path, description = "Product sku")),
     responses(
-        (status = 200, description = "The product", body = Product, headers(("ETag" = String))),
+        (status = 200, description = "The product", body = Product,
+            headers(("ETag" = String, description = "The version in quotes")),
+            links(
+                ("UpdateProduct" = (operation_id = "update_product", parameters(("sku" = "$response.body#/sku"), ("header.If-Match" = "$response.header.ETag")))),
+            )),
         (status = 404, description = "No such product", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unreachable", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed sku (`field` names it)", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
     )
 )]
 async fn get_product(
@@ -173,17 +295,14 @@ async fn get_product(
 /// Rename and/or restock a product. Needs `If-Match` with its current `ETag`.
 #[utoipa::path(
     patch, path = "/v1/products/{sku}", tag = "products",
-    params(
-        ("sku" = String, Path, description = "Product sku"),
-        ("If-Match" = String, Header, description = "The product's current ETag, e.g. \"3\", a list of them, or *"),
-    ),
+    params(("sku" = Sku, Path, description = "Product sku"), IfMatchHeader),
     request_body = UpdateProduct,
     responses(
-        (status = 200, description = "Updated", body = Product, headers(("ETag" = String))),
+        (status = 200, description = "Updated", body = Product, headers(("ETag" = String, description = "The new version in quotes"))),
+        (status = 400, description = "If-Match is not `*` or a list of entity tags, or the JSON is malformed", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 400, description = "If-Match is not a list of entity tags", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names no current version (strong comparison; `*` matches any); `current_version` says the current one", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field or nothing to change", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names no current version (strong comparison; `*` matches any); `current_version` says the current one", body = StaleVersionProblem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (`field` names it), nothing to change, or the JSON has the wrong shape", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
         (status = 428, description = "If-Match missing", body = service_kit::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -229,6 +348,15 @@ fn etag(version: i64) -> ETag {
 /// are not entity tags match nothing); no header → `428`; a header the crate
 /// cannot read at all → `400`.
 fn parse_if_match(headers: &HeaderMap) -> Result<IfMatch, InventoryError> {
+    let well_formed = headers
+        .get_all(header::IF_MATCH)
+        .iter()
+        .all(|value| value.to_str().is_ok_and(is_if_match));
+    if !well_formed {
+        return Err(InventoryError::BadQuery(
+            "If-Match must be * or a list of entity tags such as \"3\"".into(),
+        ));
+    }
     match headers.typed_try_get::<IfMatch>() {
         Ok(Some(if_match)) => Ok(if_match),
         Ok(None) => Err(InventoryError::PreconditionRequired),
@@ -241,11 +369,12 @@ fn parse_if_match(headers: &HeaderMap) -> Result<IfMatch, InventoryError> {
 /// Stock movements of a product, newest first.
 #[utoipa::path(
     get, path = "/v1/products/{sku}/ledger", tag = "products",
-    params(("sku" = String, Path, description = "Product sku"), LedgerQuery),
+    params(("sku" = Sku, Path, description = "Product sku"), LedgerQuery),
     responses(
         (status = 200, description = "A page of movements", body = LedgerPage),
         (status = 400, description = "Bad cursor or limit", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed sku (`field` names it)", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
     )
 )]
 async fn list_ledger(
@@ -254,17 +383,17 @@ async fn list_ledger(
     Query(query): Query<LedgerQuery>,
 ) -> Result<Json<LedgerPage>, InventoryError> {
     let sku = Sku::parse(&sku)?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
+    let limit = query.limit.unwrap_or(DEFAULT_LEDGER_PAGE);
+    if !(1..=MAX_LEDGER_PAGE).contains(&limit) {
         return Err(InventoryError::BadQuery(format!(
-            "limit must be between 1 and 200 (got {limit})"
+            "limit must be between 1 and {MAX_LEDGER_PAGE} (got {limit})"
         )));
     }
     let before = query
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<i64>().map_err(|_| {
+            parse_ledger_cursor(c).ok_or_else(|| {
                 InventoryError::BadQuery("cursor is not one this service issued".into())
             })
         })
@@ -289,6 +418,61 @@ mod tests {
         parse_if_match(&headers)
             .ok()
             .map(|if_match| if_match.precondition_passes(&etag(version)))
+    }
+
+    #[test]
+    fn if_match_syntax_is_what_the_document_says() {
+        for good in [
+            "*",
+            "\"7\"",
+            "W/\"7\"",
+            "\"\"",
+            "\"a,b\"",
+            "\"1\", \"2\"",
+            "\"1\",W/\"2\"\t,\t\"3\"",
+        ] {
+            assert!(is_if_match(good), "{good}");
+        }
+        for bad in [
+            "",
+            "7",
+            "\"7",
+            "**",
+            "*, \"1\"",
+            "\"1\",",
+            ",\"1\"",
+            "\"1\" \"2\"",
+            "w/\"1\"",
+            "\"a\\\"b\"",
+        ] {
+            assert!(!is_if_match(bad), "{bad}");
+        }
+        assert!(
+            IF_MATCH_PATTERN.contains("[!#-~]"),
+            "etagc as the check reads it"
+        );
+    }
+
+    #[test]
+    fn ledger_cursors_are_what_the_document_says() {
+        assert!(LEDGER_CURSOR_PATTERN.ends_with(&format!("{{1,{LEDGER_CURSOR_DIGITS}}}$")));
+        assert_eq!(parse_ledger_cursor("0"), Some(0));
+        assert_eq!(parse_ledger_cursor("0042"), Some(42));
+        assert_eq!(
+            parse_ledger_cursor(&"9".repeat(LEDGER_CURSOR_DIGITS)),
+            Some(999_999_999_999_999_999)
+        );
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1.0",
+            " 1",
+            "x",
+            &"9".repeat(LEDGER_CURSOR_DIGITS + 1),
+        ] {
+            assert_eq!(parse_ledger_cursor(bad), None, "{bad}");
+        }
     }
 
     #[test]

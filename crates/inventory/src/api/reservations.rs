@@ -9,14 +9,24 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use service_kit::extract::{Json, Path};
 use service_kit::idempotency::REPLAYED as IDEMPOTENT_REPLAYED;
-use utoipa::ToSchema;
+use service_kit::openapi::idempotency_key_parameter;
+use utoipa::openapi::Ref;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::ArrayBuilder;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::domain::{Invalid, Quantity, ReservationLine, ReservationLines, ReservationStatus, Sku};
-use crate::error::{self, InventoryError};
+use crate::domain::{
+    Invalid, MAX_ITEMS, Quantity, ReservationLine, ReservationLines, ReservationStatus, Sku,
+    ttl_schema,
+};
+use crate::error::{
+    self, InsufficientStockProblem, InventoryError, ReservationStateProblem,
+    ReservationUnavailableProblem, UnknownSkuProblem,
+};
 use crate::store::{
     IdempotentRequest, NewReservation, Outcome, ReservationRecord, ReservationRequest, Reserved,
     StoreError,
@@ -34,10 +44,10 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReservationItem {
-    #[schema(example = "SKU-1")]
+    #[schema(value_type = Sku, example = "SKU-1")]
     pub sku: String,
-    /// `1..=1_000_000`.
-    #[schema(example = 1)]
+    #[serde(deserialize_with = "service_kit::validate::whole_number")]
+    #[schema(value_type = Quantity, example = 1)]
     pub quantity: i64,
 }
 
@@ -46,9 +56,25 @@ pub struct ReservationItem {
 #[serde(deny_unknown_fields)]
 pub struct CreateReservation {
     /// 1–100 items, one per sku.
+    #[schema(schema_with = items_schema)]
     pub items: Vec<ReservationItem>,
-    /// How long the hold lasts, in seconds; the default and the maximum are configured.
+    #[serde(
+        default,
+        deserialize_with = "service_kit::validate::optional_whole_number"
+    )]
+    #[schema(schema_with = ttl_schema, required = false)]
     pub ttl_seconds: Option<i64>,
+}
+
+/// 1–[`MAX_ITEMS`] lines, one per sku (two equal lines are one sku twice).
+fn items_schema() -> utoipa::openapi::schema::Array {
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name(ReservationItem::name()))
+        .min_items(Some(1))
+        .max_items(Some(MAX_ITEMS))
+        .unique_items(true)
+        .description(Some("1-100 lines, one per sku"))
+        .build()
 }
 
 /// A reservation and where it stands.
@@ -90,15 +116,21 @@ impl From<ReservationRecord> for Reservation {
 /// not, so those can be retried with the same key.
 #[utoipa::path(
     post, path = "/v1/reservations", tag = "reservations",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body → same answer")),
+    params(IdempotencyKeyHeader),
     request_body = CreateReservation,
     responses(
-        (status = 201, description = "Held", body = Reservation, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`true` on a replay"))),
-        (status = 400, description = "Malformed JSON", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown sku; `skus` lists them", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Insufficient stock; `items` lists each short item with its `available`", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid items, ttl or Idempotency-Key (`field` names it), or Idempotency-Key reused with a different body", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Contention outlasted the retry budget, a product is locked past the lock timeout, or the database is unreachable; see Retry-After", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Held", body = Reservation,
+            headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`true` on a replay")),
+            links(
+                ("GetReservation" = (operation_id = "get_reservation", parameters(("id" = "$response.body#/id")))),
+                ("ConfirmReservation" = (operation_id = "confirm_reservation", parameters(("id" = "$response.body#/id")))),
+                ("CancelReservation" = (operation_id = "cancel_reservation", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 404, description = "Unknown sku; `skus` lists them", body = UnknownSkuProblem, content_type = "application/problem+json"),
+        (status = 409, description = "Insufficient stock; `items` lists each short item with its `available`", body = InsufficientStockProblem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid items, ttl or Idempotency-Key (`field` names it), a sku twice, JSON of the wrong shape, or an Idempotency-Key reused with a different body", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
+        (status = 503, description = "Contention outlasted the retry budget (`attempts`), a product is locked past the lock timeout, or the database is unreachable; see Retry-After", body = ReservationUnavailableProblem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     )
 )]
 async fn create_reservation(
@@ -200,6 +232,18 @@ async fn reserve(
         .map_err(InventoryError::from)
 }
 
+/// The optional `Idempotency-Key` header, for the document.
+struct IdempotencyKeyHeader;
+
+impl IntoParams for IdempotencyKeyHeader {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![idempotency_key_parameter(
+            "Makes retries safe: same key and body → same answer (`Idempotent-Replayed: true`); \
+             the same key with another body → 422",
+        )]
+    }
+}
+
 fn created(status: StatusCode, id: Uuid, mut response: Response) -> Response {
     *response.status_mut() = status;
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/reservations/{id}")) {
@@ -221,7 +265,7 @@ fn parse_id(raw: &str) -> Result<Uuid, InventoryError> {
     params(("id" = Uuid, Path, description = "Reservation id")),
     responses(
         (status = 200, description = "The reservation", body = Reservation),
-        (status = 400, description = "Malformed id (not a UUID)", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id (not a UUID); `field` names it", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
         (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -239,9 +283,9 @@ async fn get_reservation(
     params(("id" = Uuid, Path, description = "Reservation id")),
     responses(
         (status = 200, description = "Confirmed (also when already confirmed)", body = Reservation),
-        (status = 400, description = "Malformed id (not a UUID)", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id (not a UUID); `field` names it", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
         (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Cancelled or expired", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Cancelled or expired; `reservation_status` says which", body = ReservationStateProblem, content_type = "application/problem+json"),
     )
 )]
 async fn confirm_reservation(
@@ -258,9 +302,9 @@ async fn confirm_reservation(
     params(("id" = Uuid, Path, description = "Reservation id")),
     responses(
         (status = 200, description = "Cancelled (also when already cancelled)", body = Reservation),
-        (status = 400, description = "Malformed id (not a UUID)", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id (not a UUID); `field` names it", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
         (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Confirmed or expired", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Confirmed or expired; `reservation_status` says which", body = ReservationStateProblem, content_type = "application/problem+json"),
     )
 )]
 async fn cancel_reservation(
