@@ -18,7 +18,14 @@ pub const MAX_PAGE_LIMIT: u32 = 100;
 /// Items per page when the client does not say.
 pub const DEFAULT_PAGE_LIMIT: u32 = 20;
 
+use service_kit::openapi::{identifier_schema, text_schema};
 pub use service_kit::validate::Invalid;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
+
+/// A timeuuid (a version-1 UUID) as text, what [`PostId::parse`] reads.
+pub const POST_ID_PATTERN: &str =
+    "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-1[0-9A-Fa-f]{3}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$";
 
 /// A user id: 1 to 64 of `A-Z a-z 0-9 _ . -`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -35,6 +42,19 @@ impl UserId {
         &self.0
     }
 }
+
+/// The document's schema of a user id: the rule [`UserId::parse`] checks.
+impl utoipa::PartialSchema for UserId {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = identifier_schema("A user id: 1-64 characters of `A-Z a-z 0-9 _ . -`");
+        if let Schema::Object(object) = &mut schema {
+            object.examples = vec![serde_json::json!("ann")];
+        }
+        schema.into()
+    }
+}
+
+impl utoipa::ToSchema for UserId {}
 
 impl TryFrom<String> for UserId {
     type Error = Invalid;
@@ -106,6 +126,21 @@ impl PostId {
     }
 }
 
+/// The document's schema of a post id: the form [`PostId::parse`] reads.
+impl utoipa::PartialSchema for PostId {
+    fn schema() -> RefOr<Schema> {
+        Schema::from(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("A post id: a timeuuid (version-1 UUID)"))
+                .pattern(Some(POST_ID_PATTERN)),
+        )
+        .into()
+    }
+}
+
+impl utoipa::ToSchema for PostId {}
+
 impl fmt::Display for PostId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.uuid().fmt(f)
@@ -153,6 +188,20 @@ impl Content {
     }
 }
 
+/// The document's schema of a post's text: the rule [`Content::parse`] checks.
+impl utoipa::PartialSchema for Content {
+    fn schema() -> RefOr<Schema> {
+        text_schema(
+            "The text of a post: 1-500 characters (Unicode scalar values), not all blank",
+            MAX_CONTENT_CHARS,
+            false,
+        )
+        .into()
+    }
+}
+
+impl utoipa::ToSchema for Content {}
+
 /// How many items a page holds: 1 to [`MAX_PAGE_LIMIT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageLimit(u32);
@@ -170,6 +219,15 @@ impl PageLimit {
 
     pub fn get(self) -> usize {
         self.0 as usize
+    }
+
+    /// The document's schema of a page size.
+    pub fn schema() -> Schema {
+        service_kit::openapi::integer_schema(
+            "Items per page (default 20)",
+            1,
+            i64::from(MAX_PAGE_LIMIT),
+        )
     }
 
     pub fn as_i32(self) -> i32 {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use service_kit::Problem;
 use service_kit::extract::{Json, Path, Query};
+use service_kit::problem::ValidationProblem;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::{AppState, PageParams, user};
 use crate::cursor;
-use crate::domain::{Direction, Invalid, PageLimit};
+use crate::domain::{Direction, Invalid, PageLimit, UserId};
 use crate::error::Error;
 use crate::messages::FanoutMessage;
 use crate::store::Edge;
@@ -47,10 +48,10 @@ pub struct UserPage {
     put,
     path = "/v1/users/{id}/following/{target}",
     tag = "graph",
-    params(("id" = String, Path, description = "The follower"), ("target" = String, Path, description = "The user to follow")),
+    params(("id" = UserId, Path, description = "The follower"), ("target" = UserId, Path, description = "The user to follow")),
     responses(
         (status = 204, description = "Following"),
-        (status = 400, description = "Malformed user id", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed user id; `field` names it", body = ValidationProblem, content_type = "application/problem+json"),
         (status = 422, description = "Self-follow", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -70,11 +71,11 @@ async fn follow_user(
     delete,
     path = "/v1/users/{id}/following/{target}",
     tag = "graph",
-    params(("id" = String, Path, description = "The follower"), ("target" = String, Path, description = "The user to unfollow")),
+    params(("id" = UserId, Path, description = "The follower"), ("target" = UserId, Path, description = "The user to unfollow")),
     responses(
         (status = 204, description = "Not following"),
-        (status = 400, description = "Malformed user id", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Self-unfollow", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed user id; `field` names it", body = ValidationProblem, content_type = "application/problem+json"),
+        (status = 422, description = "Self-unfollow; `field` names the target", body = ValidationProblem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -176,10 +177,10 @@ async fn graph_page(
     get,
     path = "/v1/users/{id}/following",
     tag = "graph",
-    params(("id" = String, Path, description = "The user"), PageParams),
+    params(("id" = UserId, Path, description = "The user"), PageParams),
     responses(
         (status = 200, description = "A page of followed users", body = UserPage),
-        (status = 400, description = "Malformed user id, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed user id, limit or cursor (`field` names it where one is at fault)", body = ValidationProblem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -196,10 +197,10 @@ async fn list_following(
     get,
     path = "/v1/users/{id}/followers",
     tag = "graph",
-    params(("id" = String, Path, description = "The user"), PageParams),
+    params(("id" = UserId, Path, description = "The user"), PageParams),
     responses(
         (status = 200, description = "A page of followers", body = UserPage),
-        (status = 400, description = "Malformed user id, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed user id, limit or cursor (`field` names it where one is at fault)", body = ValidationProblem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]

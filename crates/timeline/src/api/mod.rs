@@ -12,7 +12,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::domain::UserId;
+use crate::domain::{PageLimit, UserId};
 use crate::error::Error;
 use crate::publisher::FanoutPublisher;
 use crate::store::StoreSlot;
@@ -37,6 +37,13 @@ pub struct AppState {
         description = "Eventually consistent home timelines: posts stored at QUORUM on Cassandra, \
                        fanned out to followers over NATS JetStream, celebrities merged at read time."
     ),
+    components(schemas(
+        service_kit::Problem,
+        service_kit::problem::ValidationProblem,
+        crate::domain::UserId,
+        crate::domain::PostId,
+        crate::domain::Content,
+    )),
     tags(
         (name = "posts", description = "Posting and reading posts"),
         (name = "graph", description = "Who follows whom"),
@@ -58,9 +65,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(schema_with = PageLimit::schema)]
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (opaque: only one this service issued).
     pub cursor: Option<String>,
 }
 

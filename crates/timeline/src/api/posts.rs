@@ -8,7 +8,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use service_kit::Problem;
 use service_kit::extract::{Json, Path, Query};
+use service_kit::openapi::idempotency_key_parameter;
+use service_kit::problem::ValidationProblem;
+use utoipa::IntoParams;
 use utoipa::ToSchema;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -31,11 +35,10 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPost {
-    /// The author; `^[A-Za-z0-9_.-]{1,64}$`.
-    #[schema(example = "ann", pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    /// The author.
+    #[schema(value_type = UserId, example = "ann")]
     pub author_id: String,
-    /// The text: 1 to 500 characters (Unicode scalar values), not all blank.
-    #[schema(example = "hello, world", min_length = 1, max_length = 500)]
+    #[schema(value_type = Content, example = "hello, world")]
     pub content: String,
 }
 
@@ -82,13 +85,18 @@ pub struct PostPage {
     post,
     path = "/v1/posts",
     tag = "posts",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body → same post")),
+    params(IdempotencyKeyHeader),
     request_body = NewPost,
     responses(
         (status = 202, description = "Stored; fan-out enqueued", body = PostView,
-            headers(("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replay")),
+            links(
+                ("GetPost" = (operation_id = "get_post", parameters(("id" = "$response.body#/id")))),
+                ("ListAuthorPosts" = (operation_id = "list_user_posts", parameters(("id" = "$response.body#/author_id")))),
+                ("ReadAuthorTimeline" = (operation_id = "read_timeline", parameters(("id" = "$response.body#/author_id")))),
+            )),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad author id, empty or oversized content, unknown field, invalid Idempotency-Key, or the key reused with another post", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad author id, empty or oversized content, unknown field, invalid Idempotency-Key (`field` names it), or the key reused with another post", body = ValidationProblem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -154,15 +162,27 @@ async fn create_post(
     Ok(response)
 }
 
+/// The optional `Idempotency-Key` header, for the document.
+struct IdempotencyKeyHeader;
+
+impl IntoParams for IdempotencyKeyHeader {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![idempotency_key_parameter(
+            "Makes retries safe, per author: same key and post → same post \
+             (`Idempotent-Replayed: true`); the same key with another post → 422",
+        )]
+    }
+}
+
 /// Read one post.
 #[utoipa::path(
     get,
     path = "/v1/posts/{id}",
     tag = "posts",
-    params(("id" = String, Path, description = "The post id (a timeuuid)")),
+    params(("id" = PostId, Path, description = "The post id (a timeuuid)")),
     responses(
         (status = 200, description = "The post", body = PostView),
-        (status = 400, description = "Not a timeuuid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a timeuuid; `field` names it", body = ValidationProblem, content_type = "application/problem+json"),
         (status = 404, description = "No such post", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -183,10 +203,10 @@ async fn get_post(
     get,
     path = "/v1/users/{id}/posts",
     tag = "posts",
-    params(("id" = String, Path, description = "The author"), PageParams),
+    params(("id" = UserId, Path, description = "The author"), PageParams),
     responses(
         (status = 200, description = "A page of posts", body = PostPage),
-        (status = 400, description = "Malformed user id, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed user id, limit or cursor (`field` names it where one is at fault)", body = ValidationProblem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -6,13 +6,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use service_kit::Problem;
 use service_kit::extract::{Json, Path, Query};
+use service_kit::problem::ValidationProblem;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{AppState, PostPage, PostView, user};
 use crate::cursor;
-use crate::domain::{PageLimit, ReadConsistency};
+use crate::domain::{PageLimit, ReadConsistency, UserId};
 use crate::error::Error;
 use crate::store::{Position, TimelineSlice};
 
@@ -28,7 +29,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct TimelineParams {
     /// Items per page, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(schema_with = PageLimit::schema)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -43,11 +44,11 @@ pub struct TimelineParams {
     get,
     path = "/v1/users/{id}/timeline",
     tag = "timeline",
-    params(("id" = String, Path, description = "The reader"), TimelineParams),
+    params(("id" = UserId, Path, description = "The reader"), TimelineParams),
     responses(
         (status = 200, description = "A page of the timeline", body = PostPage,
             headers(("read-consistency" = String, description = "The consistency level the page was read at"))),
-        (status = 400, description = "Malformed user id, limit, cursor or consistency", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed user id, limit, cursor or consistency (`field` names it where one is at fault)", body = ValidationProblem, content_type = "application/problem+json"),
         (status = 503, description = "Not enough replicas answered, or store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
