@@ -13,6 +13,7 @@ mod inventory_concurrency;
 mod inventory_expiry;
 mod inventory_faults;
 mod inventory_outage;
+mod openapi_contract;
 mod readiness;
 mod service_kit;
 mod timeline_api;
