@@ -4,6 +4,8 @@
 #               loopback, then run both services in the foreground (Ctrl-C stops them)
 #   make test   the same set-up, then every test against the real stores
 #   make down   stop the servers `make run`/`make test` started (others are left alone)
+#   make api-check  start both services on fresh stores and fuzz them against their own
+#               OpenAPI documents with schemathesis (every check and phase; 0 failures to pass)
 #   make lint   rustfmt --check, no module cycles, clippy -D warnings, hadolint and the Compose schema
 #   make stack  only install and start the stores
 #   make sqlx-prepare  regenerate .sqlx/ (compile-checked SQL) after changing a query or migration
@@ -15,7 +17,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test down lint stack build sqlx-prepare bench lab
+.PHONY: run test down lint stack build sqlx-prepare bench lab api-check
 
 stack:
 	scripts/up.sh
@@ -34,6 +36,10 @@ test: stack
 
 down:
 	scripts/stop.sh
+
+# The services on spare ports, each on a fresh database / keyspace / stream (scripts/api-check.sh).
+api-check: stack build
+	scripts/api-check.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
