@@ -124,6 +124,7 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .expect("build HTTP client")
 }
+pub mod auth;
 pub mod timeline_app;
 
 /// A binary of this workspace (`capctl`, `timeline-worker`, …), built next to

@@ -60,3 +60,41 @@ pub struct TelemetryConfig {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 }
+
+/// Bearer-token verification and the per-subject write rate limit. There is
+/// no setting that turns authentication off.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthConfig {
+    /// PEM public key that verifies bearer tokens (`make run`, `make test`,
+    /// the lab and compose create a development pair in `.local/auth`).
+    #[arg(long, env = "AUTH_VERIFYING_KEY_FILE")]
+    pub auth_verifying_key_file: Option<std::path::PathBuf>,
+
+    /// JWKS file instead of one key; a token's `kid` picks the key.
+    #[arg(long, env = "AUTH_JWKS_FILE")]
+    pub auth_jwks_file: Option<std::path::PathBuf>,
+
+    /// The one signature algorithm accepted.
+    #[arg(long, env = "AUTH_ALGORITHM", value_enum, default_value_t = crate::auth::SigningAlgorithm::EdDsa)]
+    pub auth_algorithm: crate::auth::SigningAlgorithm,
+
+    /// Required `iss` of every token.
+    #[arg(long, env = "AUTH_ISSUER", default_value = "cap-services")]
+    pub auth_issuer: String,
+
+    /// Required `aud` of every token.
+    #[arg(long, env = "AUTH_AUDIENCE", default_value = "cap-services")]
+    pub auth_audience: String,
+
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "AUTH_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub auth_leeway_secs: u64,
+
+    /// Writes per second one subject may sustain; more get `429`.
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_SECOND", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_writes_per_second: u32,
+
+    /// Writes one subject may make at once above the sustained rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+}

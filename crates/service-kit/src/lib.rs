@@ -8,6 +8,8 @@
 //! # Layout
 //!
 //! - [`telemetry`]: `tracing` set-up (env filter from `RUST_LOG`, pretty or JSON).
+//! - [`auth`]: bearer-token (JWT) authentication as the [`auth::Caller`] extractor, scopes,
+//!   the per-subject write rate limit, and the development key pair and token minting.
 //! - [`config`]: the configuration every HTTP service shares, as `clap` args with `env`.
 //! - [`problem`]: RFC 9457 `application/problem+json` errors with `IntoResponse`.
 //! - [`extract`]: JSON, query and path extractors whose rejections are problems.
@@ -26,6 +28,7 @@
 //! - [`shutdown`]: SIGINT/SIGTERM turned into a cancellation token that servers
 //!   and background workers both honour.
 
+pub mod auth;
 pub mod config;
 pub mod extract;
 pub mod health;

@@ -12,6 +12,7 @@
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     Components, ContentBuilder, OpenApi, Ref, RefOr, Required, Response, ResponseBuilder, Schema,
 };
@@ -114,6 +115,20 @@ pub fn problem_response(description: &str, schema: &str) -> Response {
 /// is kept, its `503` given the `Retry-After` header if it lacks one.
 pub fn document_kit_answers(openapi: &mut OpenApi) {
     let components = openapi.components.get_or_insert_with(Components::new);
+    components.add_security_scheme(
+        crate::auth::BEARER_SCHEME,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "A JWT signed with the deployment's key (EdDSA by default): `sub` is the user \
+                     the request acts for, `scope` may grant `inventory:admin`; `exp`, `iss` and \
+                     `aud` are required. `capctl token SUBJECT` mints a development token.",
+                ))
+                .build(),
+        ),
+    );
     for (name, schema) in [
         (Problem::name(), Problem::schema()),
         (ValidationProblem::name(), ValidationProblem::schema()),
@@ -125,14 +140,17 @@ pub fn document_kit_answers(openapi: &mut OpenApi) {
     }
     for item in openapi.paths.paths.values_mut() {
         let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
+            (&mut item.get, false),
+            (&mut item.put, true),
+            (&mut item.post, true),
+            (&mut item.delete, true),
+            (&mut item.patch, true),
         ];
-        for operation in operations.into_iter().flatten() {
-            document_operation(operation);
+        for (operation, write) in operations {
+            if let Some(operation) = operation {
+                document_operation(operation);
+                document_bearer_answers(operation, write);
+            }
         }
     }
 }
@@ -184,6 +202,59 @@ fn document_operation(operation: &mut Operation) {
             .headers
             .entry("Retry-After".to_owned())
             .or_insert_with(|| RefOr::T(retry_after_header()));
+    }
+}
+
+/// On an operation that requires the bearer token (`security` names
+/// [`crate::auth::BEARER_SCHEME`]): `401` with `WWW-Authenticate`, and on a
+/// write, `429` with `Retry-After` (the per-subject rate limit).
+fn document_bearer_answers(operation: &mut Operation, write: bool) {
+    let secured = operation.security.as_ref().is_some_and(|requirements| {
+        serde_json::to_value(requirements)
+            .ok()
+            .is_some_and(|value| value.to_string().contains(crate::auth::BEARER_SCHEME))
+    });
+    if !secured {
+        return;
+    }
+    let problem = Problem::name();
+    let responses = &mut operation.responses.responses;
+    responses.entry("401".to_owned()).or_insert_with(|| {
+        let mut response = problem_response(
+            "No valid bearer token: missing, malformed, expired, wrongly signed, `alg: none`, \
+             or for another issuer or audience",
+            &problem,
+        );
+        response.headers.insert(
+            "WWW-Authenticate".to_owned(),
+            RefOr::T(
+                HeaderBuilder::new()
+                    .description(Some(
+                        "`Bearer realm=…`, with `error=\"invalid_token\"` when a token was sent",
+                    ))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .build(),
+            ),
+        );
+        RefOr::T(response)
+    });
+    if write {
+        responses.entry("429".to_owned()).or_insert_with(|| {
+            let mut response = problem_response(
+                "The token's subject is over its write rate limit; retry after `Retry-After` seconds",
+                &problem,
+            );
+            response.headers.insert(
+                "Retry-After".to_owned(),
+                RefOr::T(
+                    HeaderBuilder::new()
+                        .description(Some("Seconds until the subject may write again"))
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))))
+                        .build(),
+                ),
+            );
+            RefOr::T(response)
+        });
     }
 }
 
