@@ -4,6 +4,12 @@
 //! keyspace, migrated once per test binary, and keeps to itself with unique
 //! user ids ([`unique_user`]). Each app gets its own JetStream stream, subject
 //! prefix and consumer, so tests never take each other's messages.
+//!
+//! The API verifies bearer tokens with the development key ([`crate::auth`]);
+//! the helpers act as the user they name (`post` as the author, `follow` as
+//! the follower, `timeline_page` as the reader). Test apps allow each subject
+//! [`TEST_WRITES_PER_SECOND`] writes, so a test that writes a lot as one user
+//! is not rate limited unless it passes `--rate-limit-…` flags of its own.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,8 +23,12 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::bearer;
 use crate::{StopOnDrop, cassandra_nodes, http_client, nats_url};
 pub use crate::{eventually, wait_ready};
+
+/// The per-subject write rate (and burst) of a test app unless a test sets its own.
+pub const TEST_WRITES_PER_SECOND: u32 = 100_000;
 
 /// How long a test waits for fan-out to converge.
 pub const CONVERGENCE: Duration = Duration::from_secs(30);
@@ -152,6 +162,7 @@ impl TimelineApp {
         service_kit::telemetry::init_for_tests();
         let mut args = vec!["timeline".to_owned(), "--addr".into(), "127.0.0.1:0".into()];
         args.extend(deployment.shared_args());
+        args.extend(api_auth_args(extra));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let config = timeline::Config::parse_from(args);
         let app = timeline::Application::build(config)
@@ -185,13 +196,38 @@ impl TimelineApp {
             .expect("GET reaches the service")
     }
 
-    /// `PUT path` (no body), whatever it answers.
-    pub async fn put(&self, path: &str) -> reqwest::Response {
-        self.client
-            .put(self.url(path))
+    /// `PUT path` (no body) as `user`, whatever it answers.
+    pub async fn put_as(&self, user: &str, path: &str) -> reqwest::Response {
+        self.as_user(user, reqwest::Method::PUT, path)
             .send()
             .await
             .expect("PUT reaches the service")
+    }
+
+    /// `GET path` as `user`, whatever it answers.
+    pub async fn get_as(&self, user: &str, path: &str) -> reqwest::Response {
+        self.as_user(user, reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("GET reaches the service")
+    }
+
+    /// A request to `path` carrying a bearer token for `user`.
+    pub fn as_user(
+        &self,
+        user: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header(reqwest::header::AUTHORIZATION, bearer(user, &[]))
+    }
+
+    /// `POST /v1/posts` of `body` as `user`, whatever it answers.
+    pub fn post_as(&self, user: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.as_user(user, reqwest::Method::POST, "/v1/posts")
+            .json(body)
     }
 
     /// `GET path`, checking the status, and its JSON body.
@@ -258,8 +294,11 @@ impl TimelineApp {
 
     pub async fn follow(&self, user: &str, target: &str) {
         let response = self
-            .client
-            .put(self.url(&format!("/v1/users/{user}/following/{target}")))
+            .as_user(
+                user,
+                reqwest::Method::PUT,
+                &format!("/v1/users/{user}/following/{target}"),
+            )
             .send()
             .await
             .expect("follow");
@@ -268,8 +307,11 @@ impl TimelineApp {
 
     pub async fn unfollow(&self, user: &str, target: &str) {
         let response = self
-            .client
-            .delete(self.url(&format!("/v1/users/{user}/following/{target}")))
+            .as_user(
+                user,
+                reqwest::Method::DELETE,
+                &format!("/v1/users/{user}/following/{target}"),
+            )
             .send()
             .await
             .expect("unfollow");
@@ -279,9 +321,7 @@ impl TimelineApp {
     /// Posts and returns the 202's body.
     pub async fn post(&self, author: &str, content: &str) -> PostView {
         let response = self
-            .client
-            .post(self.url("/v1/posts"))
-            .json(&json!({ "author_id": author, "content": content }))
+            .post_as(author, &json!({ "author_id": author, "content": content }))
             .send()
             .await
             .expect("post");
@@ -292,36 +332,32 @@ impl TimelineApp {
     /// One timeline page.
     pub async fn timeline_page(&self, user: &str, query: &str) -> PostPage {
         let response = self
-            .client
-            .get(self.url(&format!("/v1/users/{user}/timeline?{query}")))
-            .send()
-            .await
-            .expect("timeline");
+            .get_as(user, &format!("/v1/users/{user}/timeline?{query}"))
+            .await;
         assert_eq!(response.status(), 200, "timeline of {user}");
         response.json().await.expect("timeline body")
     }
 
     /// Every post id of `user`'s timeline, walking all pages of `limit`.
     pub async fn timeline_ids(&self, user: &str, limit: u32) -> Vec<Uuid> {
-        self.walk(&format!("/v1/users/{user}/timeline"), limit)
+        self.walk(user, &format!("/v1/users/{user}/timeline"), limit)
             .await
     }
 
     /// Every post id of `author`'s own posts, walking all pages of `limit`.
     pub async fn user_post_ids(&self, author: &str, limit: u32) -> Vec<Uuid> {
-        self.walk(&format!("/v1/users/{author}/posts"), limit).await
+        self.walk(author, &format!("/v1/users/{author}/posts"), limit)
+            .await
     }
 
-    async fn walk(&self, path: &str, limit: u32) -> Vec<Uuid> {
+    /// Walks the pages of `path` as `user`.
+    async fn walk(&self, user: &str, path: &str, limit: u32) -> Vec<Uuid> {
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..10_000 {
             let response = self
-                .client
-                .get(self.url(&page_path(path, limit, cursor.as_deref())))
-                .send()
-                .await
-                .expect("page");
+                .get_as(user, &page_path(path, limit, cursor.as_deref()))
+                .await;
             assert_eq!(response.status(), 200, "{path}");
             let page: PostPage = response.json().await.expect("page body");
             assert!(page.items.len() <= limit as usize, "page over its limit");
@@ -360,6 +396,22 @@ impl TimelineApp {
     pub async fn store(&self) -> &timeline::store::TimelineStore {
         self.store.wait().await
     }
+}
+
+/// The API's flags beyond the deployment's: the development verifying key
+/// and, unless `extra` sets a rate limit of its own, a write rate no test
+/// reaches by accident.
+pub fn api_auth_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = crate::auth::service_args().into();
+    if !extra.iter().any(|flag| flag.starts_with("--rate-limit-")) {
+        args.extend([
+            "--rate-limit-writes-per-second".to_owned(),
+            TEST_WRITES_PER_SECOND.to_string(),
+            "--rate-limit-burst".to_owned(),
+            TEST_WRITES_PER_SECOND.to_string(),
+        ]);
+    }
+    args
 }
 
 /// `path?limit=..&cursor=..` (cursors are base64url: nothing to escape).

@@ -12,8 +12,11 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+use service_kit::auth::Authenticator;
 use service_kit::health::{NatsJetStreamCheck, Readiness, TaskCheck};
 use service_kit::http::{Essentials, Server};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -35,12 +38,17 @@ pub struct Application {
 
 impl Application {
     /// Binds the listener and assembles the router; starts the store set-up
-    /// and the outbox relay in the background. Never waits for a store.
+    /// and the outbox relay in the background. Never waits for a store, but
+    /// fails without a key to verify bearer tokens with.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config
             .cassandra
             .validate(&config.http)
             .map_err(anyhow::Error::msg)?;
+        let auth = Arc::new(
+            Authenticator::from_config(&config.auth, "timeline")
+                .context("setting up bearer-token authentication")?,
+        );
         let nats = connect_nats(&config.stream.nats_url).await?;
         let publisher = FanoutPublisher::new(nats.clone(), config.stream.clone())
             .with_outbox_shards(config.outbox.outbox_shards);
@@ -72,6 +80,7 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             publisher,
+            auth,
             post_key_retention: Duration::from_secs(config.post_idempotency_retention_hours * 3600),
         };
         let (api, openapi) = api::router().with_state(state).split_for_parts();

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use service_kit::Problem;
+use service_kit::auth::AuthError;
 
 use crate::domain::Invalid;
 use crate::store::StoreError;
@@ -26,6 +27,9 @@ pub enum Error {
     IdempotencyKeyReused,
     #[error("{0}")]
     NotFound(String),
+    /// The token does not allow this: acting for another user (`403`).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The store is not connected or migrated yet, or cannot serve right now.
     #[error("the timeline store is not available")]
     Unavailable,
@@ -72,6 +76,7 @@ impl IntoResponse for Error {
             )
             .with_detail("this Idempotency-Key was used with a different post by the same author"),
             Self::NotFound(detail) => Problem::not_found(detail),
+            Self::Auth(error) => error.into(),
             Self::Unavailable => Problem::unavailable("the timeline store is not available"),
             Self::Store(error) if error.is_unavailable() => {
                 tracing::warn!(%error, "store unavailable");

@@ -8,6 +8,11 @@
 //! timeline. Authors above a follower threshold are not fanned out: their
 //! posts are merged into their followers' timelines at read time.
 //!
+//! The acting user is the bearer token's subject (`service_kit::auth`): one
+//! posts, follows and unfollows only as oneself and reads only one's own home
+//! timeline (`403` otherwise, checked before anything is written); posts and
+//! the follow lists are public reads.
+//!
 //! # Layout
 //!
 //! - [`config`]: the configuration structs of the API and of the worker.

@@ -17,6 +17,7 @@ mod openapi_contract;
 mod readiness;
 mod service_kit;
 mod timeline_api;
+mod timeline_auth;
 mod timeline_consistency;
 mod timeline_fanout;
 mod timeline_faults;

@@ -222,9 +222,7 @@ async fn the_timeline_document_carries_every_constraint_and_the_post_links() {
     // The edges: the longest content and author are taken, one more character is not.
     let author = "a".repeat(IDENTIFIER_MAX_CHARS);
     let send = |author: &str, content: String| {
-        app.client
-            .post(app.url("/v1/posts"))
-            .json(&json!({"author_id": author, "content": content}))
+        app.post_as(author, &json!({"author_id": author, "content": content}))
             .send()
     };
     let longest = send(&author, "é".repeat(MAX_CONTENT_CHARS))

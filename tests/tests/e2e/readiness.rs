@@ -209,21 +209,23 @@ async fn timeline_service_is_ready_with_cassandra_and_nats_and_not_without() {
     let shutdown = CancellationToken::new();
     let _stop = e2e::StopOnDrop(shutdown.clone());
     let closed = closed_port().await;
-    let config = timeline::Config::parse_from([
-        "timeline",
-        "--addr",
-        "127.0.0.1:0",
-        "--cassandra-nodes",
-        &closed.to_string(),
-        "--nats-url",
-        &format!("nats://{closed}"),
-        "--cassandra-keyspace",
-        &app.deployment.keyspace,
-        "--nats-stream",
-        &app.deployment.stream,
-        "--nats-subject-prefix",
-        &app.deployment.prefix,
-    ]);
+    let mut args = vec![
+        "timeline".to_owned(),
+        "--addr".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--cassandra-nodes".to_owned(),
+        closed.to_string(),
+        "--nats-url".to_owned(),
+        format!("nats://{closed}"),
+        "--cassandra-keyspace".to_owned(),
+        app.deployment.keyspace.clone(),
+        "--nats-stream".to_owned(),
+        app.deployment.stream.clone(),
+        "--nats-subject-prefix".to_owned(),
+        app.deployment.prefix.clone(),
+    ];
+    args.extend(e2e::auth::service_args());
+    let config = timeline::Config::parse_from(args);
     let app = timeline::Application::build(config).await.expect("build");
     let addr = app.local_addr().expect("addr");
     tokio::spawn(app.run_until_stopped(shutdown.clone()));

@@ -68,11 +68,8 @@ async fn read_timeline(
     consistency: Option<&str>,
 ) -> reqwest::Response {
     let query = consistency.map_or_else(String::new, |level| format!("?consistency={level}"));
-    app.client
-        .get(app.url(&format!("/v1/users/{user}/timeline{query}")))
-        .send()
+    app.get_as(user, &format!("/v1/users/{user}/timeline{query}"))
         .await
-        .expect("timeline")
 }
 
 /// A `200` page of exactly `expected`, read at `level`.
@@ -140,9 +137,10 @@ async fn reads_at_each_level(deployment: Deployment, admin: &Session) {
     }
     // Posts are written at QUORUM by default: one is refused the same way, not acknowledged.
     let refused = app
-        .client
-        .post(app.url("/v1/posts"))
-        .json(&serde_json::json!({ "author_id": ann, "content": "not durable" }))
+        .post_as(
+            &ann,
+            &serde_json::json!({ "author_id": ann, "content": "not durable" }),
+        )
         .send()
         .await
         .expect("post");
@@ -163,10 +161,10 @@ async fn send_post(
     content: &str,
     key: Option<&str>,
 ) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(app.url("/v1/posts"))
-        .json(&serde_json::json!({ "author_id": author, "content": content }));
+    let mut request = app.post_as(
+        author,
+        &serde_json::json!({ "author_id": author, "content": content }),
+    );
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }

@@ -303,12 +303,13 @@ async fn a_post_retried_with_its_idempotency_key_exists_once_everywhere() {
     wait_drained(&app.deployment, CONVERGENCE).await;
     let key = format!("post-{}", Uuid::new_v4().simple());
     let send = |content: &'static str, timeout: std::time::Duration| {
-        app.client
-            .post(app.url("/v1/posts"))
-            .header("Idempotency-Key", key.as_str())
-            .timeout(timeout)
-            .json(&serde_json::json!({"author_id": author, "content": content}))
-            .send()
+        app.post_as(
+            &author,
+            &serde_json::json!({"author_id": author, "content": content}),
+        )
+        .header("Idempotency-Key", key.as_str())
+        .timeout(timeout)
+        .send()
     };
 
     // The client gives up on the first attempt before any answer can come.
@@ -349,10 +350,11 @@ async fn a_post_retried_with_its_idempotency_key_exists_once_everywhere() {
         .await;
     }
     let bad_key = app
-        .client
-        .post(app.url("/v1/posts"))
+        .post_as(
+            &author,
+            &serde_json::json!({"author_id": author, "content": "x"}),
+        )
         .header("Idempotency-Key", "")
-        .json(&serde_json::json!({"author_id": author, "content": "x"}))
         .send()
         .await
         .expect("bad key");
@@ -451,8 +453,11 @@ async fn unfollowing_someone_not_followed_enqueues_nothing() {
     app.unfollow(&ann, &carol).await;
     app.unfollow(&carol, &ann).await;
     let own = app
-        .client
-        .delete(app.url(&format!("/v1/users/{ann}/following/{ann}")))
+        .as_user(
+            &ann,
+            reqwest::Method::DELETE,
+            &format!("/v1/users/{ann}/following/{ann}"),
+        )
         .send()
         .await
         .expect("self-unfollow");

@@ -48,8 +48,11 @@ async fn every_follower_converges(app: &TimelineApp, followers: &[String], posts
                     // Right after a store returns, a read may still find the
                     // driver reconnecting (503): that is a "not yet".
                     let response = app
-                        .client
-                        .get(app.url(&format!("/v1/users/{follower}/timeline?limit=100")))
+                        .as_user(
+                            follower,
+                            reqwest::Method::GET,
+                            &format!("/v1/users/{follower}/timeline?limit=100"),
+                        )
                         .send()
                         .await
                         .ok()?;

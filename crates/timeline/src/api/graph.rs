@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use service_kit::Problem;
+use service_kit::auth::Caller;
 use service_kit::extract::{Json, Path, Query};
 use service_kit::problem::ValidationProblem;
 use utoipa::ToSchema;
@@ -44,45 +45,54 @@ pub struct UserPage {
 }
 
 /// Follow `target` (idempotent). Their recent posts are backfilled into the timeline asynchronously.
+/// The follower `id` is the caller: the bearer token's subject.
 #[utoipa::path(
     put,
     path = "/v1/users/{id}/following/{target}",
     tag = "graph",
+    security(("bearer" = [])),
     params(("id" = UserId, Path, description = "The follower"), ("target" = UserId, Path, description = "The user to follow")),
     responses(
         (status = 204, description = "Following"),
         (status = 400, description = "Malformed user id; `field` names it", body = ValidationProblem, content_type = "application/problem+json"),
+        (status = 403, description = "`id` is not the token's subject: nobody follows or unfollows for someone else", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Self-follow", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn follow_user(
     State(state): State<AppState>,
+    caller: Caller,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<StatusCode, Error> {
+    caller.require_subject(&id, "follow")?;
     change_follow(&state, &id, &target, Change::Follow).await
 }
 
 /// Stop following `target` (idempotent). Their posts leave the timeline at
 /// once for reads (pages are filtered against the reader's follows); the rows
 /// themselves are removed asynchronously. Unfollowing someone not followed
-/// changes nothing.
+/// changes nothing. The follower `id` is the caller: the bearer token's subject.
 #[utoipa::path(
     delete,
     path = "/v1/users/{id}/following/{target}",
     tag = "graph",
+    security(("bearer" = [])),
     params(("id" = UserId, Path, description = "The follower"), ("target" = UserId, Path, description = "The user to unfollow")),
     responses(
         (status = 204, description = "Not following"),
         (status = 400, description = "Malformed user id; `field` names it", body = ValidationProblem, content_type = "application/problem+json"),
+        (status = 403, description = "`id` is not the token's subject: nobody follows or unfollows for someone else", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Self-unfollow; `field` names the target", body = ValidationProblem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn unfollow_user(
     State(state): State<AppState>,
+    caller: Caller,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<StatusCode, Error> {
+    caller.require_subject(&id, "unfollow")?;
     change_follow(&state, &id, &target, Change::Unfollow).await
 }
 

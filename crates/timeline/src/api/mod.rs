@@ -6,9 +6,12 @@ mod graph;
 mod posts;
 mod timeline;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use serde::Deserialize;
+use service_kit::auth::Authenticator;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -26,8 +29,17 @@ pub use timeline::{READ_CONSISTENCY_HEADER, TimelineParams};
 pub struct AppState {
     pub store: StoreSlot,
     pub publisher: FanoutPublisher,
+    /// Verifies bearer tokens and limits each subject's writes.
+    pub auth: Arc<Authenticator>,
     /// How long an `Idempotency-Key` of `POST /v1/posts` is remembered.
     pub post_key_retention: Duration,
+}
+
+/// What the [`service_kit::auth::Caller`] extractor verifies tokens with.
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
 }
 
 #[derive(OpenApi)]

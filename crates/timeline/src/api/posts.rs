@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use service_kit::Problem;
+use service_kit::auth::Caller;
 use service_kit::extract::{Json, Path, Query};
 use service_kit::openapi::idempotency_key_parameter;
 use service_kit::problem::ValidationProblem;
@@ -81,10 +82,14 @@ pub struct PostPage {
 /// no second post, even when the first attempt failed half-way: the retry
 /// writes the same post (same id) again, which changes nothing that landed.
 /// The same key with another content is `422`.
+///
+/// The author is the caller: `author_id` must be the bearer token's subject
+/// (`403` otherwise, and nothing is written).
 #[utoipa::path(
     post,
     path = "/v1/posts",
     tag = "posts",
+    security(("bearer" = [])),
     params(IdempotencyKeyHeader),
     request_body = NewPost,
     responses(
@@ -96,15 +101,19 @@ pub struct PostPage {
                 ("ReadAuthorTimeline" = (operation_id = "read_timeline", parameters(("id" = "$response.body#/author_id")))),
             )),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`author_id` is not the token's subject: nobody posts for someone else", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad author id, empty or oversized content, unknown field, invalid Idempotency-Key (`field` names it), or the key reused with another post", body = ValidationProblem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn create_post(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Json(body): Json<NewPost>,
 ) -> Result<Response, Error> {
+    // Before anything is claimed or written: a forbidden post changes nothing.
+    caller.require_subject(&body.author_id, "post")?;
     let key = service_kit::idempotency::key(&headers).map_err(Error::InvalidIdempotencyKey)?;
     let author = UserId::parse(&body.author_id).map_err(Error::Validation)?;
     let content = Content::parse(body.content)

@@ -5,6 +5,7 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use service_kit::Problem;
+use service_kit::auth::Caller;
 use service_kit::extract::{Json, Path, Query};
 use service_kit::problem::ValidationProblem;
 use utoipa::IntoParams;
@@ -40,23 +41,28 @@ pub struct TimelineParams {
 
 /// The user's home timeline, newest first: their own posts, the posts fanned
 /// out to them, and the posts of celebrities they follow merged at read time.
+/// Only its owner reads it: `id` must be the bearer token's subject.
 #[utoipa::path(
     get,
     path = "/v1/users/{id}/timeline",
     tag = "timeline",
+    security(("bearer" = [])),
     params(("id" = UserId, Path, description = "The reader"), TimelineParams),
     responses(
         (status = 200, description = "A page of the timeline", body = PostPage,
             headers(("read-consistency" = String, description = "The consistency level the page was read at"))),
         (status = 400, description = "Malformed user id, limit, cursor or consistency (`field` names it where one is at fault)", body = ValidationProblem, content_type = "application/problem+json"),
+        (status = 403, description = "`id` is not the token's subject: a home timeline is read only by its owner", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Not enough replicas answered, or store unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn read_timeline(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(params): Query<TimelineParams>,
 ) -> Result<Response, Error> {
+    caller.require_subject(&id, "read the home timeline")?;
     let reader = user(&id)?;
     let limit = PageLimit::parse(params.limit).map_err(Error::BadParameter)?;
     let consistency = params.consistency.unwrap_or_default();

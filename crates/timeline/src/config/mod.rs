@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use service_kit::config::{HttpConfig, TelemetryConfig};
+use service_kit::config::{AuthConfig, HttpConfig, TelemetryConfig};
 
 mod feed;
 mod stores;
@@ -44,6 +44,10 @@ pub struct Config {
 
     #[command(flatten)]
     pub outbox: OutboxConfig,
+
+    /// Bearer-token verification and the per-subject write rate limit.
+    #[command(flatten)]
+    pub auth: AuthConfig,
 
     #[command(flatten)]
     pub http: HttpConfig,
