@@ -48,13 +48,17 @@ FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # (GET /readyz), since the services ship no HTTP client of their own.
 # Versions are not pinned: a slim image should take Debian's security updates,
 # and pinned Debian revisions disappear from the mirror, breaking the build.
+# /keys: the mount point of compose's auth-keys volume, owned by the service
+# user; a fresh named volume takes this ownership, so `capctl dev-keys` can
+# write the development key pair there.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 cap \
     && useradd --system --uid 10001 --gid cap --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin cap
+        --home-dir /nonexistent --shell /usr/sbin/nologin cap \
+    && install -d -o 10001 -g 10001 -m 0755 /keys
 COPY --from=builder /out/ /usr/local/bin/
 WORKDIR /app
 USER 10001:10001

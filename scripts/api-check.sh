@@ -8,6 +8,13 @@
 # fuzzing, stateful: the OpenAPI links lead from a created reservation or post to the
 # operations on it). Any failure or error fails the run; everything it made is removed after.
 #
+# Bearer tokens: the services verify them with the development key pair in .local/auth (created
+# if missing, `capctl dev-keys`), and every request carries one token, for the subject `ann` (the
+# user the documents' examples name) with the `inventory:admin` scope. schemathesis thus acts as
+# one user: a generated post by another author_id, a follow for another user or another user's
+# home timeline is rightly 403 (documented on those operations); its writes get a per-subject
+# limit high enough that one fuzzer is never rate-limited (RATE_LIMIT_WRITES_PER_SECOND).
+#
 # schemathesis comes from PyPI into the cached tool virtualenv scripts/lint-containers.sh
 # keeps under $CAP_CACHE_DIR, with a stamp of its own, so only the first run needs the network.
 #
@@ -30,8 +37,11 @@ SEED="${API_CHECK_SEED:-}"
 BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 WORK_DIR="$LOCAL_DIR/api-check"
 
-# Headers every request of the run carries, one entry per `-H NAME:VALUE` (an access token
-# goes here once the services require one).
+# The token's subject: the user the documents' examples name, so that the examples act as
+# themselves.
+SUBJECT=ann
+# Headers every request of the run carries, one entry per `-H NAME:VALUE` (main adds the
+# bearer token).
 HEADERS=()
 
 # ensure_tools — installs the pinned requirements into $VENV (created if missing) unless
@@ -171,8 +181,8 @@ fuzz() {
   log "schemathesis: $name ($base/openapi.json), every check, every phase"
   # One worker: Python 3.11's compiler is not safe for schemathesis' concurrent pattern
   # compilation (SystemError: AST constructor recursion depth mismatch, fixed in 3.12).
-  # --checks all includes the authorization checks (ignored_auth, object_level_authorization);
-  # with no security scheme in the documents they have nothing to test yet.
+  # --checks all includes the authorization checks: ignored_auth sends each operation that
+  # declares the bearer scheme without the token and expects 401.
   # From the work directory: schemathesis keeps its cache (.schemathesis/) in the current one.
   (cd "$WORK_DIR" && "$VENV/bin/schemathesis" --config-file "$WORK_DIR/schemathesis.toml" run "$base/openapi.json" \
     --url "$base" \
@@ -192,11 +202,18 @@ main() {
   ensure_tools
   "$SCRIPTS_DIR/up.sh"
   local service
-  for service in inventory timeline; do
+  for service in inventory timeline capctl; do
     [[ -x "$BIN_DIR/$service" ]] || die "$BIN_DIR/$service is missing; run 'make build' first"
   done
   mkdir -p "$WORK_DIR"
   write_config "$WORK_DIR/schemathesis.toml"
+  "$BIN_DIR/capctl" dev-keys --dir "$LOCAL_DIR/auth" >/dev/null
+  local token
+  token=$("$BIN_DIR/capctl" --signing-key "$LOCAL_DIR/auth/signing-key.pem" \
+    token "$SUBJECT" --scope inventory:admin --ttl 2h) || die "could not mint a token"
+  HEADERS+=("Authorization: Bearer $token")
+  export AUTH_VERIFYING_KEY_FILE="$LOCAL_DIR/auth/verifying-key.pem"
+  export RATE_LIMIT_WRITES_PER_SECOND=100000 RATE_LIMIT_BURST=100000
   trap cleanup EXIT
   trap 'exit 130' INT TERM
 

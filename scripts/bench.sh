@@ -39,6 +39,12 @@
 #              flight with the ceiling, the flash sale's latency percentiles and
 #              holds/s, the fan-out lag distribution.
 #
+# Bearer tokens: the services verify them with the development key pair in .local/auth
+# (created if missing, `capctl dev-keys`), and capctl mints its simulated users' tokens with
+# its signing key (CAPCTL_SIGNING_KEY); each buyer, author or reader is a subject of its own,
+# under the per-subject write limit. The relay section's single author posting as fast as it
+# can is the one exception: that API gets RATE_LIMIT_WRITES_PER_SECOND/BURST of 1,000,000.
+#
 # Writes bench/results/latest.md (and the raw outputs under bench/results/raw/),
 # prints the table. Benchmarks report: a missed target never fails; only a broken
 # bench does. Everything goes to 127.0.0.1; every loop is bounded in time.
@@ -232,6 +238,11 @@ fi
 if [[ "${BENCH_SKIP_STACK:-0}" != 1 ]]; then
   "$SCRIPTS_DIR/up.sh"
 fi
+# The key pair every service verifies with and capctl mints with (exported: every process
+# started below inherits it).
+"$BIN/capctl" dev-keys --dir "$LOCAL_DIR/auth" >/dev/null
+export AUTH_VERIFYING_KEY_FILE="$LOCAL_DIR/auth/verifying-key.pem"
+export CAPCTL_SIGNING_KEY="$LOCAL_DIR/auth/signing-key.pem"
 tools=(curl python3)
 [[ " $BENCH_ONLY " == *" inventory "* ]] && tools+=("$PG_BIN/pgbench")
 [[ " $BENCH_ONLY " == *" flash_sale "* ]] && tools+=("$BIN/inventory")
@@ -510,9 +521,11 @@ bench_relay() {
     NATS_URL="nats://127.0.0.1:$nats_port" NATS_STREAM=CAPBENCH_RELAY NATS_SUBJECT_PREFIX="$topic"
     NATS_CONSUMER=capbench-relay-fanout RUST_LOG=warn
   )
+  # One author posts as fast as it can (what the section measures): no per-subject write limit
+  # in its way.
   api_extra=(
     OUTBOX_RELAY_AFTER_SECS="$OUTBOX_RELAY_AFTER_SECS" OUTBOX_RELAY_INTERVAL_MS="$OUTBOX_RELAY_INTERVAL_MS"
-    OUTBOX_SHARDS="$OUTBOX_SHARDS"
+    OUTBOX_SHARDS="$OUTBOX_SHARDS" RATE_LIMIT_WRITES_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000
   )
   start_timeline relay- "${relay_env[@]}"
   echo "{\"relay_after_secs\": $OUTBOX_RELAY_AFTER_SECS, \"relay_interval_ms\": $OUTBOX_RELAY_INTERVAL_MS, \"shards\": $OUTBOX_SHARDS}" \

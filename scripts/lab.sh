@@ -9,7 +9,8 @@
 # running `make run` on the host is not touched), and when it exits — normally, on Ctrl-C or by
 # a crash — the kernel kills every process it started and drops the namespace with its rules.
 # Data and logs: .local/lab (wiped at the start of each run). `--scenario name[,name]` (make lab
-# SCENARIO=...) runs some scenarios; `--list` names them.
+# SCENARIO=...) runs some scenarios; `--list` names them. cap-lab makes its own development key
+# pair (.local/lab/auth): its services verify bearer tokens with it, its clients mint with it.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -1,6 +1,7 @@
 //! A small typed client for both services.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,6 +14,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
     pub etag: Option<String>,
+    /// `Retry-After` in seconds, on a `429` or `503`.
+    pub retry_after: Option<u64>,
 }
 
 impl Answer {
@@ -27,17 +30,47 @@ impl Answer {
         }
         let detail = self.body["detail"].as_str().unwrap_or_default();
         let title = self.body["title"].as_str().unwrap_or("request failed");
-        bail!("{} {title}: {detail}\n{}", self.status.as_u16(), self.body)
+        let hint = match self.status {
+            StatusCode::UNAUTHORIZED => {
+                "\n(pass a bearer token: --token \"$(capctl token SUBJECT)\" or CAPCTL_TOKEN)"
+            }
+            StatusCode::FORBIDDEN => {
+                "\n(the token's subject or scopes do not allow this: mint one with `capctl token SUBJECT [--scope SCOPE]`)"
+            }
+            _ => "",
+        };
+        bail!(
+            "{} {title}: {detail}\n{}{hint}",
+            self.status.as_u16(),
+            self.body
+        )
     }
 }
 
-/// HTTP client for one service's base URL.
-#[derive(Debug, Clone)]
+/// HTTP client for one service's base URL, acting as the subject of its
+/// bearer token (none: only the open routes answer). Cloning is cheap: the
+/// connection pool, the base URL and the token are shared.
+#[derive(Clone)]
 pub struct ServiceClient {
     name: &'static str,
-    base: String,
+    base: Arc<str>,
     http: reqwest::Client,
+    /// The value of `Authorization`: `Bearer <token>`.
+    authorization: Option<Arc<str>>,
 }
+
+impl std::fmt::Debug for ServiceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClient")
+            .field("name", &self.name)
+            .field("base", &self.base)
+            .field("authenticated", &self.authorization.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Setup requests that get a `429` wait out its `Retry-After` this many times.
+const RATE_LIMITED_RETRIES: usize = 20;
 
 impl ServiceClient {
     pub fn new(name: &'static str, base: &str, pool_size: usize) -> anyhow::Result<Self> {
@@ -50,9 +83,26 @@ impl ServiceClient {
             .context("building the HTTP client")?;
         Ok(Self {
             name,
-            base: base.trim_end_matches('/').to_owned(),
+            base: base.trim_end_matches('/').into(),
             http,
+            authorization: None,
         })
+    }
+
+    /// This client acting as the subject of `token` (shares the connections).
+    pub fn with_token(&self, token: impl AsRef<str>) -> Self {
+        Self {
+            authorization: Some(format!("Bearer {}", token.as_ref()).into()),
+            ..self.clone()
+        }
+    }
+
+    /// This client with `token` if there is one, as it is otherwise.
+    pub fn with_optional_token(&self, token: Option<&str>) -> Self {
+        match token {
+            Some(token) => self.with_token(token),
+            None => self.clone(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -70,6 +120,9 @@ impl ServiceClient {
         if let Some(body) = body {
             request = request.json(body);
         }
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization.as_ref());
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -85,9 +138,41 @@ impl ServiceClient {
             .get("etag")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let text = response.text().await.context("reading the response")?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Answer { status, body, etag })
+        Ok(Answer {
+            status,
+            body,
+            etag,
+            retry_after,
+        })
+    }
+
+    /// [`Self::send`] for the set-up of a run (a follow graph, products):
+    /// a `429` (the subject's write rate) waits out its `Retry-After` and
+    /// tries again, so that the set-up never fails on the rate limit. The
+    /// measured requests never go through here.
+    pub async fn send_paced(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
+        let mut tries = 0;
+        loop {
+            let answer = self.send(method.clone(), path, body, &[]).await?;
+            if answer.status != StatusCode::TOO_MANY_REQUESTS || tries == RATE_LIMITED_RETRIES {
+                return Ok(answer);
+            }
+            tries += 1;
+            let wait = answer.retry_after.unwrap_or(1).clamp(1, 10);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {

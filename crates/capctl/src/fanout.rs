@@ -13,6 +13,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::auth::Minter;
 use crate::client::{ServiceClient, histogram_buckets, histogram_quantile, metric_sum};
 use crate::latency::{Latencies, LatencySummary};
 use crate::timeline_load::wait_for;
@@ -111,6 +112,7 @@ fn lag_histogram(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<LagBucket> 
 pub async fn run(
     timeline: &ServiceClient,
     args: &FanoutArgs,
+    minter: &Minter,
     show_progress: bool,
 ) -> anyhow::Result<FanoutReport> {
     ensure!(args.users >= 2, "at least two users");
@@ -121,6 +123,12 @@ pub async fn run(
         .map(|i| format!("{user_prefix}{i}"))
         .collect();
     let worker = args.worker.client()?;
+    // Every user follows, posts and reads its home timeline as itself.
+    let clients: HashMap<&str, ServiceClient> = users
+        .iter()
+        .map(String::as_str)
+        .zip(minter.clients(timeline, &users))
+        .collect();
 
     // The graph: who follows whom; followers[author] is who should see author's posts.
     let mut followers: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -150,9 +158,12 @@ pub async fn run(
         .map(|text| metric_sum(&text, "timeline_fanout_deliveries_total"));
     let progress = bar(show_progress, edges.len(), "follows");
     let mut follows = futures::stream::iter(&edges)
-        .map(|(user, target)| async move {
-            let path = format!("/v1/users/{user}/following/{target}");
-            timeline.send(Method::PUT, &path, None, &[]).await
+        .map(|(user, target)| {
+            let client = &clients[user];
+            async move {
+                let path = format!("/v1/users/{user}/following/{target}");
+                client.send_paced(Method::PUT, &path, None).await
+            }
         })
         .buffer_unordered(args.concurrency);
     while let Some(answer) = follows.next().await {
@@ -184,10 +195,12 @@ pub async fn run(
         }
         let author = users[rand::rng().random_range(0..users.len())].as_str();
         let sent = Instant::now();
-        let post = timeline
-            .post(
+        // Paced: a small graph posting fast could reach an author's write limit.
+        let post = clients[author]
+            .send_paced(
+                Method::POST,
                 "/v1/posts",
-                &json!({"author_id": author, "content": format!("post {n} of run {run_id}")}),
+                Some(&json!({"author_id": author, "content": format!("post {n} of run {run_id}")})),
             )
             .await?
             .into_success()
@@ -210,7 +223,10 @@ pub async fn run(
     let progress = bar(show_progress, users.len(), "converged timelines");
     loop {
         let reads = futures::stream::iter(pending.clone())
-            .map(|user| async move { (user, timeline.timeline_ids(user).await) })
+            .map(|user| {
+                let client = &clients[user];
+                async move { (user, client.timeline_ids(user).await) }
+            })
             .buffer_unordered(args.concurrency)
             .collect::<Vec<_>>()
             .await;

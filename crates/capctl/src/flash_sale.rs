@@ -4,6 +4,11 @@
 //! of the inventory on one database); the product is created through the first,
 //! and the service counters (conflicts, retries, batch sizes) are summed over all.
 //! A live progress bar (stderr, only on a terminal) shows the outcomes so far.
+//!
+//! Every buyer is a subject of its own (`buyer-<run>-<n>`, a token each,
+//! minted before the race; past [`MAX_BUYER_SUBJECTS`] buyers share them
+//! round-robin), so that no buyer comes near the per-subject write limit; the
+//! products are created and read back with an `inventory:admin` token.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,6 +20,7 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::auth::Minter;
 use crate::client::{ServiceClient, metric_sum, metric_sum_by};
 use crate::latency::{Latencies, LatencySummary};
 
@@ -96,14 +102,21 @@ enum Outcome {
     Other(u16),
 }
 
+/// Distinct buyer subjects at most: each holds (and confirms) once or a few
+/// times, far below the per-subject write limit, and minting stays quick.
+pub const MAX_BUYER_SUBJECTS: usize = 10_000;
+
 pub async fn run(
     inventories: &[ServiceClient],
     args: &FlashSaleArgs,
+    minter: &Minter,
     show_progress: bool,
 ) -> anyhow::Result<FlashSaleReport> {
-    let inventory = inventories
-        .first()
-        .context("at least one inventory URL is needed")?;
+    let inventory = minter.admin(
+        inventories
+            .first()
+            .context("at least one inventory URL is needed")?,
+    );
     ensure!(
         args.buyers > 0 && args.concurrency > 0 && args.products > 0,
         "buyers, concurrency and products must be positive"
@@ -113,11 +126,22 @@ pub async fn run(
     let skus: Vec<String> = (0..args.products)
         .map(|i| format!("flash-{}-{i}", &run_id[..12]))
         .collect();
+    // Each buyer's client: its own token, on its replica (round-robin).
+    let buyers: Vec<ServiceClient> = minter
+        .tokens(
+            (0..args.buyers.min(MAX_BUYER_SUBJECTS))
+                .map(|n| format!("buyer-{}-{n}", &run_id[..12])),
+        )
+        .into_iter()
+        .enumerate()
+        .map(|(n, token)| inventories[n % inventories.len()].with_token(token))
+        .collect();
     for sku in &skus {
         inventory
-            .post(
+            .send_paced(
+                reqwest::Method::POST,
                 "/v1/products",
-                &json!({"sku": sku, "name": "Flash sale item", "stock": args.stock}),
+                Some(&json!({"sku": sku, "name": "Flash sale item", "stock": args.stock})),
             )
             .await?
             .into_success()
@@ -134,9 +158,11 @@ pub async fn run(
         let buyers = futures::stream::iter(0..args.buyers)
             .map(|buyer| {
                 let sku = &skus[buyer % skus.len()];
-                let replica = &inventories[buyer % inventories.len()];
+                // Buyer n's own subject and replica (beyond the pool of
+                // subjects, they are reused round-robin).
+                let client = &buyers[buyer % buyers.len()];
                 let quantity = rand::rng().random_range(1..=args.max_quantity);
-                buy(replica, sku, quantity, args.confirm)
+                buy(client, sku, quantity, args.confirm)
             })
             .buffer_unordered(args.concurrency);
         futures::pin_mut!(buyers);

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: bearer tokens: `capctl token`, `capctl dev-keys`, and the tokens the load
+//!   commands mint per simulated user.
 //! - [`celebrity`]: a celebrity's followers written straight to Cassandra, and how
 //!   soon its posts reach them (`make bench`).
 //! - [`client`]: a small HTTP client for both services, and Prometheus parsing.
@@ -19,6 +21,7 @@
 //!   catch-up once it returns (`make bench`).
 //! - [`raw_cql`]: the fan-out's inserts straight to Cassandra, the ceiling `make bench` compares with.
 
+pub mod auth;
 pub mod celebrity;
 pub mod client;
 pub mod commands;

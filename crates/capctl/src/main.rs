@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use capctl::auth::{self, DevKeysArgs, Minter, SigningArgs, TokenArgs};
 use capctl::celebrity::{self, CelebrityReadsArgs, FollowerLoadArgs};
 use capctl::client::ServiceClient;
 use capctl::commands::{self, Everyday};
@@ -40,6 +41,15 @@ struct Cli {
     )]
     timeline_url: String,
 
+    /// Bearer token sent as `Authorization: Bearer` by the one-request
+    /// commands (`capctl token SUBJECT` mints one). The load commands mint
+    /// their own per simulated user with --signing-key instead.
+    #[arg(long, env = "CAPCTL_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+
+    #[command(flatten)]
+    signing: SigningArgs,
+
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -52,6 +62,10 @@ struct Cli {
 enum Command {
     /// Show whether each service is ready, and what its stores say.
     Status,
+    /// Print a development token for SUBJECT, minted with --signing-key.
+    Token(TokenArgs),
+    /// Create the development key pair (signing and verifying key) if it is missing.
+    DevKeys(DevKeysArgs),
     /// Race many buyers for little stock and check that nothing is oversold.
     FlashSale(FlashSaleArgs),
     /// Build a follow graph, post, wait for every timeline to converge; count missing and duplicates.
@@ -115,31 +129,59 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let timeline = ServiceClient::new("timeline", &cli.timeline_url, pool)?;
     let progress = !cli.json && std::io::stderr().is_terminal();
+    // The load commands act as many subjects, each with a token minted here.
+    let minter = || Minter::load(&cli.signing);
     match cli.command {
         Command::Status => status(inventory, &timeline, cli.json).await,
+        Command::Token(args) => {
+            println!("{}", auth::mint_token(&cli.signing, &args)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DevKeys(args) => {
+            let keys = auth::dev_keys(&args)?;
+            if cli.json {
+                println!("{keys}");
+            } else {
+                println!(
+                    "signing key   {}\nverifying key {}",
+                    keys["signing_key"].as_str().unwrap_or_default(),
+                    keys["verifying_key"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::FlashSale(args) => {
             // The bar redraws stderr in place: only when both streams are a terminal,
             // so that a report piped or redirected never interleaves with it.
             let progress = progress && std::io::stdout().is_terminal();
-            let report = flash_sale::run(&inventories, &args, progress).await?;
+            let report = flash_sale::run(&inventories, &args, &minter()?, progress).await?;
             print(&report, cli.json)?;
             Ok(exit_code(report.invariant_holds))
         }
         Command::Fanout(args) => {
-            let report = fanout::run(&timeline, &args, progress).await?;
+            let report = fanout::run(&timeline, &args, &minter()?, progress).await?;
             print(&report, cli.json)?;
             Ok(exit_code(report.invariant_holds && report.converged))
         }
         Command::ReserveLoad(args) => {
-            print(&reserve_load::run(inventory, &args).await?, cli.json)?;
+            print(
+                &reserve_load::run(inventory, &args, &minter()?).await?,
+                cli.json,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::PostLoad(args) => {
-            print(&timeline_load::post_load(&timeline, &args).await?, cli.json)?;
+            print(
+                &timeline_load::post_load(&timeline, &args, &minter()?).await?,
+                cli.json,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ReadLoad(args) => {
-            print(&timeline_load::read_load(&timeline, &args).await?, cli.json)?;
+            print(
+                &timeline_load::read_load(&timeline, &args, &minter()?).await?,
+                cli.json,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CqlInsertLoop(args) => {
@@ -149,13 +191,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RelayCatchup(RelayCatchupArgs { phase }) => {
             match phase {
                 RelayPhase::Graph(args) => {
-                    print(&relay_catchup::graph(&timeline, &args).await?, cli.json)?;
+                    print(
+                        &relay_catchup::graph(&timeline, &args, &minter()?).await?,
+                        cli.json,
+                    )?;
                 }
                 RelayPhase::Post(args) => {
-                    print(&relay_catchup::post(&timeline, &args).await?, cli.json)?;
+                    print(
+                        &relay_catchup::post(&timeline, &args, &minter()?).await?,
+                        cli.json,
+                    )?;
                 }
                 RelayPhase::Measure(args) => {
-                    print(&relay_catchup::measure(&timeline, &args).await?, cli.json)?;
+                    print(
+                        &relay_catchup::measure(&timeline, &args, &minter()?).await?,
+                        cli.json,
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -166,7 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CelebrityReads(args) => {
             print(
-                &celebrity::celebrity_reads(&timeline, &args).await?,
+                &celebrity::celebrity_reads(&timeline, &args, &minter()?).await?,
                 cli.json,
             )?;
             Ok(ExitCode::SUCCESS)
@@ -183,7 +234,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Everyday(command) => {
-            let answer = commands::run(command, inventory, &timeline).await?;
+            let token = cli.token.as_deref();
+            let answer = commands::run(
+                command,
+                &inventory.with_optional_token(token),
+                &timeline.with_optional_token(token),
+            )
+            .await?;
             println!(
                 "{}",
                 if cli.json {

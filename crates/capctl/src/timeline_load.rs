@@ -7,6 +7,11 @@
 //! outruns the worker, so the worker is saturated from the first post to the
 //! last row). `read-load` reads the timelines of such a graph's users at a
 //! chosen consistency.
+//!
+//! Every user of the graph acts with a token of its own, minted before the
+//! run: each follows, posts and reads its home timeline as itself, and the
+//! posts go from random authors, so that no subject comes near the
+//! per-subject write limit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +25,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::auth::Minter;
 use crate::client::{ServiceClient, histogram_buckets, histogram_quantile, metric_sum};
 use crate::load::{LoadShape, LoadSummary, closed_loop};
 
@@ -80,6 +86,7 @@ pub struct PostLoadReport {
 pub async fn post_load(
     timeline: &ServiceClient,
     args: &PostLoadArgs,
+    minter: &Minter,
 ) -> anyhow::Result<PostLoadReport> {
     anyhow::ensure!(args.users >= 2, "at least two users");
     anyhow::ensure!(args.follows < args.users, "follows must be below users");
@@ -88,6 +95,8 @@ pub async fn post_load(
         format!("pl{}-", &id[..8])
     });
     let worker = args.worker.client()?;
+    let clients =
+        Arc::new(minter.clients(timeline, (0..args.users).map(|u| format!("{prefix}{u}"))));
 
     // The graph: user i follows `follows` others chosen at random.
     let graph_started = Instant::now();
@@ -105,7 +114,8 @@ pub async fn post_load(
     let mut follows = futures::stream::iter(&edges)
         .map(|(user, target)| {
             let path = format!("/v1/users/{prefix}{user}/following/{prefix}{target}");
-            async move { timeline.send(Method::PUT, &path, None, &[]).await }
+            let client = &clients[*user];
+            async move { client.send_paced(Method::PUT, &path, None).await }
         })
         .buffer_unordered(args.graph_concurrency.max(1));
     while let Some(answer) = follows.next().await {
@@ -131,21 +141,21 @@ pub async fn post_load(
     let followers = Arc::new(followers);
     let first_post = Instant::now();
     let measured = {
-        let (client, prefix, expected, followers) = (
-            timeline.clone(),
+        let (clients, prefix, expected, followers) = (
+            clients.clone(),
             prefix.clone(),
             expected.clone(),
             followers.clone(),
         );
         closed_loop(&args.shape, move |n| {
+            let author = rand::rng().random_range(0..followers.len());
             let (client, prefix, expected, followers) = (
-                client.clone(),
+                clients[author].clone(),
                 prefix.clone(),
                 expected.clone(),
                 followers.clone(),
             );
             async move {
-                let author = rand::rng().random_range(0..followers.len());
                 let body = json!({"author_id": format!("{prefix}{author}"), "content": format!("bench post {n}")});
                 let status = match client.post("/v1/posts", &body).await {
                     Ok(answer) => answer.status.as_u16(),
@@ -248,6 +258,11 @@ pub struct ReadLoadArgs {
     /// Page size of each read.
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+    /// Readers at most: a home timeline is read by its owner only, so each
+    /// reader needs a token, minted before the run; with more users than
+    /// this, a uniform random sample of them reads.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_readers: usize,
     #[command(flatten)]
     pub shape: LoadShape,
 }
@@ -256,6 +271,8 @@ pub struct ReadLoadArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReadLoadReport {
     pub consistency: String,
+    /// Users whose timelines were read (all, or a sample of `max_readers`).
+    pub readers: usize,
     #[serde(flatten)]
     pub load: LoadSummary,
     /// `200`s per second.
@@ -269,23 +286,35 @@ pub struct ReadLoadReport {
 pub async fn read_load(
     timeline: &ServiceClient,
     args: &ReadLoadArgs,
+    minter: &Minter,
 ) -> anyhow::Result<ReadLoadReport> {
     anyhow::ensure!(args.users > 0, "users must be positive");
     let items = Arc::new(AtomicU64::new(0));
+    anyhow::ensure!(args.max_readers > 0, "max-readers must be positive");
+    // A home timeline is read by its owner only: a token per reader.
+    let readers: Vec<String> = rand::seq::index::sample(
+        &mut rand::rng(),
+        args.users,
+        args.users.min(args.max_readers),
+    )
+    .into_iter()
+    .map(|u| format!("{}{u}", args.user_prefix))
+    .collect();
+    let clients = Arc::new(
+        readers
+            .iter()
+            .cloned()
+            .zip(minter.clients(timeline, &readers))
+            .collect::<Vec<_>>(),
+    );
+    let readers = clients.len();
     let measured = {
-        let (client, items) = (timeline.clone(), items.clone());
-        let (prefix, users, limit, consistency) = (
-            args.user_prefix.clone(),
-            args.users,
-            args.limit,
-            args.consistency.clone(),
-        );
+        let items = items.clone();
+        let (limit, consistency) = (args.limit, args.consistency.clone());
         closed_loop(&args.shape, move |_| {
+            let (user, client) = &clients[rand::rng().random_range(0..clients.len())];
             let (client, items) = (client.clone(), items.clone());
-            let user = rand::rng().random_range(0..users);
-            let path = format!(
-                "/v1/users/{prefix}{user}/timeline?limit={limit}&consistency={consistency}"
-            );
+            let path = format!("/v1/users/{user}/timeline?limit={limit}&consistency={consistency}");
             async move {
                 Ok(match client.get(&path).await {
                     Ok(answer) => {
@@ -302,6 +331,7 @@ pub async fn read_load(
     let ok = measured.count_of(200);
     Ok(ReadLoadReport {
         consistency: args.consistency.clone(),
+        readers,
         load: LoadSummary::new(&args.shape, &measured),
         reads_per_sec: measured.rate_of(ok),
         failed: measured.count() - ok,

@@ -1,11 +1,19 @@
 //! The lab's HTTP client: every call is timed and keeps what a client sees
 //! (status, body, `Retry-After`), and a call that gets no answer is a result
 //! too, not an error.
+//!
+//! Every call acts for someone: [`Http::as_user`] is the client of one
+//! subject (a buyer, an author, a follower), [`Http::as_admin`] the one that
+//! creates products (`inventory:admin`). Their tokens are minted with the
+//! lab's development signing key, once per subject.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::Value;
+use service_kit::auth::TokenIssuer;
 
 /// One HTTP call as a client saw it.
 #[derive(Debug, Clone)]
@@ -35,21 +43,79 @@ impl Call {
     }
 }
 
+/// The subject products are created and read back as.
+pub const ADMIN: &str = "lab-admin";
+/// The scope that lets a caller create and change products.
+pub const INVENTORY_ADMIN: &str = "inventory:admin";
+/// Long enough for every scenario of a lab run.
+const TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct Http {
     client: reqwest::Client,
     origin: Instant,
+    tokens: Arc<Tokens>,
+    /// `Bearer <token>` of the subject this client acts for.
+    authorization: Option<Arc<str>>,
+}
+
+/// The lab's tokens, minted once per (subject, admin).
+#[derive(Debug)]
+struct Tokens {
+    issuer: TokenIssuer,
+    /// A std mutex: held only to look up or insert, never across an `.await`.
+    minted: Mutex<HashMap<(String, bool), Arc<str>>>,
 }
 
 impl Http {
     /// `timeout` bounds every call: longer than every server-side timeout, so
     /// a call without an answer means the server did not keep its promise.
-    pub fn new(origin: Instant, timeout: Duration) -> anyhow::Result<Self> {
+    /// Calls go without a token until [`Self::as_user`] or [`Self::as_admin`].
+    pub fn new(origin: Instant, timeout: Duration, issuer: TokenIssuer) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .pool_max_idle_per_host(64)
             .build()?;
-        Ok(Self { client, origin })
+        Ok(Self {
+            client,
+            origin,
+            tokens: Arc::new(Tokens {
+                issuer,
+                minted: Mutex::new(HashMap::new()),
+            }),
+            authorization: None,
+        })
+    }
+
+    /// This client acting as `subject` (same connections, same origin).
+    pub fn as_user(&self, subject: &str) -> Self {
+        self.acting_as(subject, false)
+    }
+
+    /// This client acting as the lab's administrator (`inventory:admin`).
+    pub fn as_admin(&self) -> Self {
+        self.acting_as(ADMIN, true)
+    }
+
+    fn acting_as(&self, subject: &str, admin: bool) -> Self {
+        let key = (subject.to_owned(), admin);
+        let mut minted = self
+            .tokens
+            .minted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let authorization = minted
+            .entry(key)
+            .or_insert_with(|| {
+                let scopes: &[&str] = if admin { &[INVENTORY_ADMIN] } else { &[] };
+                let token = self.tokens.issuer.mint(subject, scopes, TOKEN_TTL);
+                format!("Bearer {token}").into()
+            })
+            .clone();
+        Self {
+            authorization: Some(authorization),
+            ..self.clone()
+        }
     }
 
     pub fn origin(&self) -> Instant {
@@ -75,6 +141,9 @@ impl Http {
         let mut request = self.client.request(method, url);
         if let Some(body) = body {
             request = request.json(body);
+        }
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization.as_ref());
         }
         for (name, value) in headers {
             request = request.header(*name, *value);

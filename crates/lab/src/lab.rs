@@ -76,7 +76,15 @@ pub const INVENTORY_ACQUIRE_TIMEOUT_MS: u64 = 1000;
 pub const INVENTORY_LOCK_TIMEOUT_MS: u64 = 2000;
 pub const INVENTORY_REQUEST_TIMEOUT_SECS: u64 = 3;
 
+/// Where, under the lab's directory, its development key pair lives.
+const AUTH_DIR: &str = "auth";
+
 impl Lab {
+    /// The lab's development signing key (for `capctl`'s tokens).
+    pub fn signing_key(&self) -> std::path::PathBuf {
+        service_kit::auth::DevKeys::in_dir(&self.paths.dir.join(AUTH_DIR)).signing_key
+    }
+
     /// Starts everything; prints what it does.
     pub async fn start(paths: Paths) -> anyhow::Result<Self> {
         let origin = Instant::now();
@@ -113,6 +121,20 @@ impl Lab {
             pg_cluster_start.as_secs_f64()
         );
 
+        // The development key pair: the services verify with its public half,
+        // the lab's clients (and capctl) mint tokens with its private half.
+        let keys = service_kit::auth::DevKeys::ensure(&paths.dir.join(AUTH_DIR))?;
+        let issuer = service_kit::auth::TokenIssuer::from_pem_file(
+            &keys.signing_key,
+            service_kit::auth::TokenIssuer::DEFAULT_ISSUER,
+            service_kit::auth::TokenIssuer::DEFAULT_AUDIENCE,
+        )?;
+        println!(
+            "- development key pair created; the services verify bearer tokens with {}",
+            keys.verifying_key.display()
+        );
+        let verifying_key = keys.verifying_key.to_string_lossy().into_owned();
+
         let pg = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
             .connect("postgres://postgres@127.0.0.1:5432/inventory")
@@ -120,10 +142,12 @@ impl Lab {
             .context("connect to the lab's PostgreSQL")?;
 
         let bin = |name: &str| paths.bin_dir.join(name);
+        // Every service verifies tokens with the lab's key.
         let env = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
             pairs
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .chain([("AUTH_VERIFYING_KEY_FILE".to_owned(), verifying_key.clone())])
                 .collect()
         };
         let nodes = cluster.contact_points();
@@ -224,7 +248,7 @@ impl Lab {
         }
         let stack_start = origin.elapsed();
         Ok(Self {
-            http: Http::new(Instant::now(), Duration::from_secs(15))?,
+            http: Http::new(Instant::now(), Duration::from_secs(15), issuer)?,
             paths,
             cluster,
             firewall,

@@ -10,10 +10,12 @@ use e2e::{cassandra_nodes, workspace_binary};
 use serde_json::Value;
 use tokio::process::Command;
 
-/// `capctl --json --timeline-url <app> ARGS…` as a command.
+/// `capctl --json --timeline-url <app> ARGS…` as a command, minting its
+/// users' tokens with the development signing key.
 fn capctl_command(app: &TimelineApp, args: &[&str]) -> Command {
     let mut command = Command::new(workspace_binary("capctl"));
     command
+        .env("CAPCTL_SIGNING_KEY", &e2e::auth::dev_keys().signing_key)
         .args(["--json", "--timeline-url", &format!("http://{}", app.addr)])
         .args(args)
         .kill_on_drop(true);

@@ -8,7 +8,8 @@ use e2e::timeline_app::TimelineApp;
 use e2e::workspace_binary;
 use serde_json::Value;
 
-async fn all_pages(app: &TimelineApp, path: &str, key: &str) -> Vec<String> {
+/// Every page of `path`, read as `reader` (a home timeline is its owner's only).
+async fn all_pages(app: &TimelineApp, reader: &str, path: &str, key: &str) -> Vec<String> {
     let mut values = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -19,6 +20,10 @@ async fn all_pages(app: &TimelineApp, path: &str, key: &str) -> Vec<String> {
         let page: Value = app
             .client
             .get(url)
+            .header(
+                reqwest::header::AUTHORIZATION,
+                e2e::auth::bearer(reader, &[]),
+            )
             .send()
             .await
             .expect("GET")
@@ -46,6 +51,7 @@ async fn fanout_reports_convergence_and_every_timeline_agrees() {
     let (mut worker, worker_addr) = app.start_worker_process(&[]).await;
 
     let output = tokio::process::Command::new(workspace_binary("capctl"))
+        .env("CAPCTL_SIGNING_KEY", &e2e::auth::dev_keys().signing_key)
         .args([
             "--timeline-url",
             &format!("http://{}", app.addr),
@@ -95,14 +101,28 @@ async fn fanout_reports_convergence_and_every_timeline_agrees() {
     let mut expected_rows = 0;
     for i in 0..40 {
         let user = format!("{prefix}{i}");
-        let timeline = all_pages(&app, &format!("/v1/users/{user}/timeline"), "id").await;
+        let timeline = all_pages(&app, &user, &format!("/v1/users/{user}/timeline"), "id").await;
         let shown: HashSet<&String> = timeline.iter().collect();
-        let own = all_pages(&app, &format!("/v1/users/{user}/posts"), "id").await;
-        let followers = all_pages(&app, &format!("/v1/users/{user}/followers"), "user_id").await;
+        let own = all_pages(&app, &user, &format!("/v1/users/{user}/posts"), "id").await;
+        let followers = all_pages(
+            &app,
+            &user,
+            &format!("/v1/users/{user}/followers"),
+            "user_id",
+        )
+        .await;
         expected_rows += own.len() * followers.len();
         let mut expected: HashSet<String> = own.into_iter().collect();
-        for followee in all_pages(&app, &format!("/v1/users/{user}/following"), "user_id").await {
-            expected.extend(all_pages(&app, &format!("/v1/users/{followee}/posts"), "id").await);
+        for followee in all_pages(
+            &app,
+            &user,
+            &format!("/v1/users/{user}/following"),
+            "user_id",
+        )
+        .await
+        {
+            expected
+                .extend(all_pages(&app, &user, &format!("/v1/users/{followee}/posts"), "id").await);
         }
         assert_eq!(
             shown,

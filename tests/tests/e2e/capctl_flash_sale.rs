@@ -7,9 +7,12 @@ use e2e::inventory_app::InventoryApp;
 use e2e::{fresh_database, workspace_binary};
 use serde_json::Value;
 
-/// `capctl [--json] --inventory-url <each app> flash-sale ARGS…`; must succeed.
+/// `capctl [--json] --inventory-url <each app> flash-sale ARGS…`; must
+/// succeed. It mints its buyers' and its admin's tokens with the development
+/// signing key.
 async fn run_capctl(apps: &[&InventoryApp], json: bool, args: &[&str]) -> std::process::Output {
     let mut command = tokio::process::Command::new(workspace_binary("capctl"));
+    command.env("CAPCTL_SIGNING_KEY", &e2e::auth::dev_keys().signing_key);
     for app in apps {
         command.args(["--inventory-url", &format!("http://{}", app.addr)]);
     }

@@ -21,7 +21,11 @@
 //!   that route to each other, each with its own name and volume, and the
 //!   timeline services there know all three and keep 3 replicas of a stream;
 //! - Prometheus scrapes every service on its port; the Grafana dashboard uses
-//!   the provisioned data source and only metrics the code records.
+//!   the provisioned data source and only metrics the code records;
+//! - a one-shot job creates the development key pair into a named volume
+//!   (`capctl dev-keys`, run here for real), and every service that verifies
+//!   bearer tokens mounts that volume, reads its verifying key and waits for
+//!   the job to complete.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -70,6 +74,7 @@ struct Service {
     profiles: Vec<String>,
     container_name: Option<String>,
     scale: Option<String>,
+    restart: Option<String>,
     volumes: Vec<String>,
 }
 
@@ -263,13 +268,38 @@ fn interpolate(value: &str, vars: &BTreeMap<String, String>) -> Result<String, S
 /// The image built from `./Dockerfile` (the `x-app` anchor).
 const APP_IMAGE: &str = "cap-services:local";
 
-/// The services run from our image, with the binary each runs.
-fn app_services(compose: &ComposeFile) -> Vec<(&str, &Service, &'static str)> {
-    let binaries = binaries();
+/// The one-shot jobs run from our image: `capctl` commands that run to
+/// completion (the development key pair), with their words.
+fn one_shot_jobs(compose: &ComposeFile) -> Vec<(&str, &Service, Vec<String>)> {
     compose
         .services
         .iter()
         .filter(|(_, service)| service.image.as_deref() == Some(APP_IMAGE))
+        .filter_map(|(name, service)| {
+            let words = service.command.as_ref()?.words();
+            (words.first().map(String::as_str) == Some("capctl")).then_some((
+                name.as_str(),
+                service,
+                words,
+            ))
+        })
+        .collect()
+}
+
+/// The services run from our image, with the binary each runs (not the
+/// one-shot jobs).
+fn app_services(compose: &ComposeFile) -> Vec<(&str, &Service, &'static str)> {
+    let binaries = binaries();
+    let jobs: BTreeSet<&str> = one_shot_jobs(compose)
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    compose
+        .services
+        .iter()
+        .filter(|(name, service)| {
+            service.image.as_deref() == Some(APP_IMAGE) && !jobs.contains(name.as_str())
+        })
         .map(|(name, service)| {
             let command = service
                 .command
@@ -501,7 +531,16 @@ async fn ports_and_healthchecks_match_each_service_address() {
         .into_iter()
         .map(|(n, _, b)| (n, b))
         .collect();
+    let jobs: BTreeSet<&str> = one_shot_jobs(&compose)
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
     for (name, service) in &compose.services {
+        // A one-shot job runs to completion: its exit status is its health.
+        if jobs.contains(name.as_str()) {
+            assert!(service.ports.is_empty(), "{name}: a job publishes nothing");
+            continue;
+        }
         // Published on the host's loopback only: nothing here is meant for the network.
         for port in &service.ports {
             let (host_ip, _) = port.parse();
@@ -556,11 +595,24 @@ async fn ports_and_healthchecks_match_each_service_address() {
 #[test]
 fn dependencies_wait_for_healthy_services() {
     let compose = compose();
+    let jobs: BTreeSet<&str> = one_shot_jobs(&compose)
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
     for (name, service) in &compose.services {
         for (dependency, how) in &service.depends_on {
             let target = compose.services.get(dependency).unwrap_or_else(|| {
                 panic!("{name}: depends on `{dependency}`, which is not a service")
             });
+            if jobs.contains(dependency.as_str()) {
+                // A job has no health: it is waited for until it has run.
+                assert_eq!(
+                    how.condition.as_deref(),
+                    Some("service_completed_successfully"),
+                    "{name} → {dependency} (a one-shot job)"
+                );
+                continue;
+            }
             assert_eq!(
                 how.condition.as_deref(),
                 Some("service_healthy"),
@@ -581,6 +633,90 @@ fn dependencies_wait_for_healthy_services() {
             }
         }
     }
+}
+
+/// The named volume mounted at `path` (`VOLUME:PATH[:MODE]`), if one is.
+fn named_volume_at<'a>(service: &'a Service, path: &str) -> Option<&'a str> {
+    service.volumes.iter().find_map(|volume| {
+        let mut parts = volume.split(':');
+        let (source, target) = (parts.next()?, parts.next()?);
+        (target == path && !source.starts_with('.') && !source.starts_with('/')).then_some(source)
+    })
+}
+
+#[test]
+fn services_verify_tokens_with_the_key_pair_a_one_shot_job_creates() {
+    use service_kit::auth::DevKeys;
+    let compose = compose();
+    let jobs = one_shot_jobs(&compose);
+    let (job, job_service, words) = jobs
+        .iter()
+        .find(|(_, _, words)| words.get(1).map(String::as_str) == Some("dev-keys"))
+        .expect("a one-shot job runs `capctl dev-keys`");
+    let dir = flag_value(words, "--dir").expect("`capctl dev-keys --dir DIR`");
+    assert_eq!(
+        job_service.restart.as_deref(),
+        Some("no"),
+        "{job}: a one-shot job must not be restarted after it completed"
+    );
+    let volume = named_volume_at(job_service, &dir)
+        .unwrap_or_else(|| panic!("{job}: writes {dir}, which is no named volume: lost with it"));
+
+    // The job's command line works: run it for real into a fresh directory.
+    let scratch = std::env::temp_dir().join(format!("compose-keys-{}", uuid::Uuid::new_v4()));
+    let mut args: Vec<String> = words[1..].to_vec();
+    let at = args.iter().position(|w| w == "--dir").expect("--dir") + 1;
+    args[at] = scratch.to_string_lossy().into_owned();
+    let output = std::process::Command::new(e2e::workspace_binary("capctl"))
+        .args(&args)
+        .output()
+        .expect("run capctl");
+    assert!(
+        output.status.success(),
+        "{job}: `capctl {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let keys = DevKeys::in_dir(&scratch);
+    assert!(keys.signing_key.exists() && keys.verifying_key.exists());
+    std::fs::remove_dir_all(&scratch).ok();
+
+    let binaries = binaries();
+    let mut verifying = 0;
+    for (name, service, binary) in app_services(&compose) {
+        if !env_flags(&binaries[binary]).contains_key("AUTH_VERIFYING_KEY_FILE") {
+            continue;
+        }
+        verifying += 1;
+        let key = service
+            .environment
+            .get("AUTH_VERIFYING_KEY_FILE")
+            .unwrap_or_else(|| panic!("{name}: verifies tokens but sets no AUTH_VERIFYING_KEY_FILE: it would not start"));
+        let (mount, file) = key.rsplit_once('/').expect("an absolute path");
+        assert_eq!(file, DevKeys::VERIFYING_KEY, "{name}: {key}");
+        assert_eq!(
+            named_volume_at(service, mount),
+            Some(volume),
+            "{name}: reads {key}, but does not mount the `{volume}` volume at {mount}"
+        );
+        assert!(
+            service
+                .volumes
+                .iter()
+                .any(|v| v == &format!("{volume}:{mount}:ro")),
+            "{name}: mounts the key pair read-write; read-only is enough"
+        );
+        let how = service
+            .depends_on
+            .get(*job)
+            .unwrap_or_else(|| panic!("{name}: does not wait for `{job}` to create the keys"));
+        assert_eq!(
+            how.condition.as_deref(),
+            Some("service_completed_successfully"),
+            "{name} → {job}"
+        );
+    }
+    assert_eq!(verifying, 2, "the inventory and the timeline verify tokens");
 }
 
 #[test]

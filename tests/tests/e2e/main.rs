@@ -7,6 +7,7 @@ mod capctl_bench;
 mod capctl_dlq;
 mod capctl_fanout;
 mod capctl_flash_sale;
+mod capctl_token;
 mod compose;
 mod inventory_api;
 mod inventory_concurrency;

@@ -28,6 +28,7 @@ use scylla::statement::prepared::PreparedStatement;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::auth::Minter;
 use crate::client::{ServiceClient, metric_sum};
 use crate::latency::{Latencies, LatencySummary};
 use crate::timeline_load::wait_for;

@@ -68,6 +68,7 @@ pub struct CelebrityReadsReport {
 pub async fn celebrity_reads(
     timeline: &ServiceClient,
     args: &CelebrityReadsArgs,
+    minter: &Minter,
 ) -> anyhow::Result<CelebrityReadsReport> {
     anyhow::ensure!(
         args.followers > 0 && args.sample > 0 && args.concurrency > 0 && args.earlier_posts > 0,
@@ -82,6 +83,10 @@ pub async fn celebrity_reads(
     .into_iter()
     .map(|i| format!("{}{i}", args.follower_prefix))
     .collect();
+    // The author posts, and each sampled follower reads its own timeline,
+    // each with a token of its own.
+    let author = minter.client_for(timeline, &args.author, &[]);
+    let readers = minter.clients(timeline, &sample);
     let before = worker.metrics().await?;
     let (rows_before, skips_before) = (
         metric_sum(&before, "timeline_fanout_rows_written_total"),
@@ -90,10 +95,10 @@ pub async fn celebrity_reads(
 
     // The first post makes the author a celebrity (if it is not yet), and shows
     // once this API process's copy of the celebrity set has it.
-    let (first, accepted) = post(timeline, &args.author, "a celebrity's first post").await?;
+    let (first, accepted) = post(&author, &args.author, "a celebrity's first post").await?;
     let deadline = accepted + Duration::from_secs(args.mark_timeout_secs);
     loop {
-        if first_page_has(timeline, &sample[0], &first).await? {
+        if first_page_has(&readers[0], &sample[0], &first).await? {
             break;
         }
         anyhow::ensure!(
@@ -107,33 +112,34 @@ pub async fn celebrity_reads(
     }
     let first_post_visible_secs = accepted.elapsed().as_secs_f64();
     for n in 1..args.earlier_posts {
-        post(timeline, &args.author, &format!("an earlier post {n}")).await?;
+        post(&author, &args.author, &format!("an earlier post {n}")).await?;
     }
 
     let mut visibility = Latencies::default();
     let (stale_reads, mut not_seen) = (AtomicU64::new(0), 0);
     let timeout = Duration::from_secs(args.visible_timeout_secs);
     for n in 0..args.posts {
-        let (id, accepted) = post(timeline, &args.author, &format!("celebrity post {n}")).await?;
-        let seen: Vec<anyhow::Result<Option<Duration>>> = futures::stream::iter(&sample)
-            .map(|follower| {
-                let (id, stale_reads) = (id.as_str(), &stale_reads);
-                async move {
-                    loop {
-                        if first_page_has(timeline, follower, id).await? {
-                            return Ok(Some(accepted.elapsed()));
+        let (id, accepted) = post(&author, &args.author, &format!("celebrity post {n}")).await?;
+        let seen: Vec<anyhow::Result<Option<Duration>>> =
+            futures::stream::iter(sample.iter().zip(&readers))
+                .map(|(follower, reader)| {
+                    let (id, stale_reads) = (id.as_str(), &stale_reads);
+                    async move {
+                        loop {
+                            if first_page_has(reader, follower, id).await? {
+                                return Ok(Some(accepted.elapsed()));
+                            }
+                            if accepted.elapsed() > timeout {
+                                return Ok(None);
+                            }
+                            stale_reads.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
                         }
-                        if accepted.elapsed() > timeout {
-                            return Ok(None);
-                        }
-                        stale_reads.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                }
-            })
-            .buffer_unordered(args.concurrency)
-            .collect()
-            .await;
+                })
+                .buffer_unordered(args.concurrency)
+                .collect()
+                .await;
         for outcome in seen {
             match outcome? {
                 Some(elapsed) => visibility.record(elapsed),
@@ -167,16 +173,18 @@ pub async fn celebrity_reads(
     })
 }
 
-/// Posts as `author`; the post's id and when its `202` arrived.
+/// Posts as `author` (`timeline` holds the author's token), waiting out the
+/// author's write limit if it is reached; the post's id and when its `202` arrived.
 pub(super) async fn post(
     timeline: &ServiceClient,
     author: &str,
     content: &str,
 ) -> anyhow::Result<(String, Instant)> {
     let body = timeline
-        .post(
+        .send_paced(
+            reqwest::Method::POST,
             "/v1/posts",
-            &json!({"author_id": author, "content": content}),
+            Some(&json!({"author_id": author, "content": content})),
         )
         .await?
         .into_success()
@@ -186,7 +194,8 @@ pub(super) async fn post(
     Ok((id, accepted))
 }
 
-/// Whether `post` is on `user`'s first timeline page (20 entries).
+/// Whether `post` is on `user`'s first timeline page (20 entries); `timeline`
+/// holds `user`'s token (a home timeline is read by its owner only).
 pub(super) async fn first_page_has(
     timeline: &ServiceClient,
     user: &str,

@@ -65,7 +65,13 @@ pub struct RelayMeasureReport {
 pub async fn measure(
     timeline: &ServiceClient,
     args: &RelayMeasureArgs,
+    minter: &Minter,
 ) -> anyhow::Result<RelayMeasureReport> {
+    // Each follower reads its own timeline (minted before the clock starts).
+    let followers = minter.clients(
+        timeline,
+        (0..args.followers).map(|i| format!("{}f{i}", args.user_prefix)),
+    );
     let worker = args.worker.client()?;
     let address = nats_address(&args.nats_url)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
@@ -125,10 +131,10 @@ pub async fn measure(
         all_relayed.map(|all| args.posts as f64 / (all - back).as_secs_f64().max(f64::EPSILON));
 
     // Every follower's whole timeline: exactly the author's posts.
-    let counts: Vec<anyhow::Result<u64>> = futures::stream::iter(0..args.followers)
-        .map(|i| {
+    let counts: Vec<anyhow::Result<u64>> = futures::stream::iter(followers.iter().enumerate())
+        .map(|(i, follower)| {
             let user = format!("{}f{i}", args.user_prefix);
-            async move { timeline_length(timeline, &user).await }
+            async move { timeline_length(follower, &user).await }
         })
         .buffer_unordered(16)
         .collect()

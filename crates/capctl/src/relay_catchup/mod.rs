@@ -13,6 +13,12 @@
 //!   writing every follower's row (`timeline_fanout_rows_written_total`);
 //!   finally reads every follower's whole timeline and counts the posts
 //!   missing (must be 0).
+//!
+//! Each follower follows and reads its own timeline with a token of its own;
+//! the author posts with its own. One author posting as fast as it can is
+//! what this measures, so the API's per-subject write limit
+//! (`RATE_LIMIT_WRITES_PER_SECOND`, `RATE_LIMIT_BURST`) must allow it: `make
+//! bench` raises it for the relay section's API; a `429` counts as rejected.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +28,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::auth::Minter;
 use crate::client::{ServiceClient, metric_sum};
 use crate::latency::{Latencies, LatencySummary};
 use crate::timeline_load::wait_for;
@@ -84,6 +91,7 @@ pub struct RelayGraphReport {
 pub async fn graph(
     timeline: &ServiceClient,
     args: &RelayGraphArgs,
+    minter: &Minter,
 ) -> anyhow::Result<RelayGraphReport> {
     anyhow::ensure!(args.followers > 0, "at least one follower");
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -92,10 +100,14 @@ pub async fn graph(
     let worker = args.worker.client()?;
     let started = Instant::now();
     let delivered = metric_sum(&worker.metrics().await?, "timeline_fanout_deliveries_total");
-    let mut follows = futures::stream::iter(0..args.followers)
-        .map(|i| {
+    let followers = minter.clients(
+        timeline,
+        (0..args.followers).map(|i| format!("{user_prefix}f{i}")),
+    );
+    let mut follows = futures::stream::iter(followers.iter().enumerate())
+        .map(|(i, follower)| {
             let path = format!("/v1/users/{user_prefix}f{i}/following/{author}");
-            async move { timeline.send(Method::PUT, &path, None, &[]).await }
+            async move { follower.send_paced(Method::PUT, &path, None).await }
         })
         .buffer_unordered(32);
     while let Some(answer) = follows.next().await {
@@ -161,6 +173,7 @@ pub struct RelayPostReport {
 pub async fn post(
     timeline: &ServiceClient,
     args: &RelayPostArgs,
+    minter: &Minter,
 ) -> anyhow::Result<RelayPostReport> {
     anyhow::ensure!(args.concurrency > 0, "concurrency must be positive");
     let worker = args.worker.client()?;
@@ -178,11 +191,13 @@ pub async fn post(
     let mut latencies = Latencies::default();
     let (mut accepted, mut rejected) = (0, 0);
     let author = args.author.as_str();
+    let as_author = minter.client_for(timeline, author, &[]);
+    let as_author = &as_author;
     let mut posts = futures::stream::iter(0..args.posts)
         .map(|n| async move {
             let body = json!({"author_id": author, "content": format!("while NATS is down {n}")});
             let sent = Instant::now();
-            let status = match timeline.post("/v1/posts", &body).await {
+            let status = match as_author.post("/v1/posts", &body).await {
                 Ok(answer) => answer.status.as_u16(),
                 Err(_) => 0,
             };

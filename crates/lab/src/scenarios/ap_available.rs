@@ -109,6 +109,7 @@ async fn stage_reads(lab: &Lab, user: &str, level: &str) -> Vec<Call> {
     for _ in 0..READS {
         calls.push(
             lab.http
+                .as_user(user)
                 .get(&lab.timeline.url(&format!(
                     "/v1/users/{user}/timeline?consistency={level}&limit=50"
                 )))
@@ -129,6 +130,7 @@ async fn stage_posts(
     for n in 0..POSTS {
         let call = lab
             .http
+            .as_user(author)
             .post(
                 &api.url("/v1/posts"),
                 &json!({ "author_id": author, "content": format!("posted at {level}, #{n}") }),
@@ -149,6 +151,7 @@ async fn stage_posts(
 pub async fn timeline_ids(lab: &Lab, user: &str) -> HashSet<String> {
     let call = lab
         .http
+        .as_user(user)
         .get(&lab.timeline.url(&format!(
             "/v1/users/{user}/timeline?consistency=quorum&limit=100"
         )))

@@ -134,6 +134,7 @@ async fn post_batch(
     for n in 0..POSTS_PER_FAULT {
         let call = lab
             .http
+            .as_user(author)
             .post(
                 &lab.timeline.url("/v1/posts"),
                 &json!({ "author_id": author, "content": format!("before the {fault} #{n}") }),

@@ -38,6 +38,7 @@ async fn inventory(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let sku = unique("lin");
     let created = lab
         .http
+        .as_admin()
         .post(
             &lab.inventory.url("/v1/products"),
             &json!({ "sku": sku, "name": "linearizability", "stock": STOCK }),
@@ -52,7 +53,12 @@ async fn inventory(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         let (http, history, sku) = (lab.http.clone(), Arc::clone(&history), sku.clone());
         let base = lab.inventory.url("");
         clients.push(tokio::spawn(async move {
-            let mut mine: Vec<String> = Vec::new();
+            // The reservations this client made, each with the buyer who
+            // holds it: a subject per reservation, so that no subject comes
+            // near the per-subject write limit, and a confirm or cancel goes
+            // as the reservation's owner.
+            let mut mine: Vec<(String, String)> = Vec::new();
+            let mut made = 0_u64;
             while tokio::time::Instant::now() < deadline {
                 let roll = rand::rng().random_range(0..10);
                 let target = mine.choose(&mut rand::rng()).cloned();
@@ -61,11 +67,16 @@ async fn inventory(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
                         let quantity = rand::rng().random_range(1..=3);
                         let input = json!({ "op": "reserve", "sku": sku, "quantity": quantity });
                         let body = json!({ "items": [{ "sku": sku, "quantity": quantity }] });
-                        let call = http.post(&format!("{base}/v1/reservations"), &body, &[]).await;
+                        made += 1;
+                        let buyer = format!("{sku}-buyer-{client}-{made}");
+                        let call = http
+                            .as_user(&buyer)
+                            .post(&format!("{base}/v1/reservations"), &body, &[])
+                            .await;
                         let output = match call.status {
                             Some(201) => {
                                 let id = call.body["id"].as_str().unwrap_or_default().to_owned();
-                                mine.push(id.clone());
+                                mine.push((id.clone(), buyer));
                                 json!({ "status": "created", "reservation": id })
                             }
                             Some(409) => json!({ "status": "insufficient" }),
@@ -73,10 +84,11 @@ async fn inventory(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
                         };
                         record(&history, client, &call, input, output);
                     }
-                    (4..=5, Some(id)) | (6..=7, Some(id)) => {
+                    (4..=5, Some((id, buyer))) | (6..=7, Some((id, buyer))) => {
                         let op = if roll <= 5 { "confirm" } else { "cancel" };
                         let input = json!({ "op": op, "sku": sku, "reservation": id });
                         let call = http
+                            .as_user(&buyer)
                             .post(&format!("{base}/v1/reservations/{id}/{op}"), &json!({}), &[])
                             .await;
                         let output = match call.status {
@@ -87,7 +99,10 @@ async fn inventory(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
                         record(&history, client, &call, input, output);
                     }
                     _ => {
-                        let call = http.get(&format!("{base}/v1/products/{sku}")).await;
+                        let call = http
+                            .as_admin()
+                            .get(&format!("{base}/v1/products/{sku}"))
+                            .await;
                         if call.is(200) {
                             let input = json!({ "op": "read", "sku": sku });
                             let output = json!({ "status": "ok", "available": call.body["available"] });

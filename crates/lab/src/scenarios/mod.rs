@@ -180,7 +180,8 @@ pub async fn followers_of(
             let url = lab
                 .timeline
                 .url(&format!("/v1/users/{follower}/following/{author}"));
-            async move { lab.http.send(reqwest::Method::PUT, &url, None, &[]).await }
+            let http = lab.http.as_user(follower);
+            async move { http.send(reqwest::Method::PUT, &url, None, &[]).await }
         })
         .collect();
     let answers: Vec<_> = futures::stream::iter(follows)

@@ -39,11 +39,17 @@ struct Sale {
     history: Arc<History>,
 }
 
+/// The buyer (token subject) who sends the request with Idempotency-Key `key`.
+fn key_buyer(key: &str) -> String {
+    format!("buyer-{key}")
+}
+
 impl Sale {
     async fn start(lab: &Lab, stock: i64) -> anyhow::Result<Self> {
         let sku = unique("ha");
         let created = lab
             .http
+            .as_admin()
             .post(
                 &lab.inventory_ha.url("/v1/products"),
                 &json!({ "sku": sku, "name": "HA flash sale", "stock": stock }),
@@ -73,7 +79,10 @@ impl Sale {
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     if n % 4 == 0 {
-                        let call = http.get(&format!("{base}/v1/products/{sku}")).await;
+                        let call = http
+                            .as_admin()
+                            .get(&format!("{base}/v1/products/{sku}"))
+                            .await;
                         if call.is(200) {
                             history.record(
                                 buyer,
@@ -87,7 +96,10 @@ impl Sale {
                     }
                     let key = format!("{sku}-{buyer}-{n}");
                     let body = json!({ "items": [{ "sku": sku, "quantity": 1 }] });
+                    // Each request is a buyer of its own (named by its key):
+                    // no subject comes near the per-subject write limit.
                     let call = http
+                        .as_user(&key_buyer(&key))
                         .post(
                             &format!("{base}/v1/reservations"),
                             &body,
@@ -279,8 +291,9 @@ async fn verify(
         let body = json!({ "items": [{ "sku": sku, "quantity": 1 }] });
         let headers = [("Idempotency-Key", attempt.key.as_str())];
         let url = lab.inventory_ha.url("/v1/reservations");
-        let first = lab.http.post(&url, &body, &headers).await;
-        let again = lab.http.post(&url, &body, &headers).await;
+        let http = lab.http.as_user(&key_buyer(&attempt.key));
+        let first = http.post(&url, &body, &headers).await;
+        let again = http.post(&url, &body, &headers).await;
         if outcome(&first).is_some()
             && again.status == first.status
             && again.body["id"] == first.body["id"]

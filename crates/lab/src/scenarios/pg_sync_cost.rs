@@ -78,6 +78,8 @@ async fn flash_sale(lab: &Lab, service: &Service, products: &str) -> anyhow::Res
         .args(["flash-sale", "--json", "--stock", STOCK, "--buyers", BUYERS])
         .args(["--concurrency", CONCURRENCY, "--products", products])
         .args(["--inventory-url", &service.url("")])
+        // capctl mints its buyers' tokens with the lab's signing key.
+        .env("CAPCTL_SIGNING_KEY", lab.signing_key())
         .output()
         .await
         .context("run capctl flash-sale")?;

@@ -39,6 +39,7 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     for n in 0..POSTS {
         posts.push(
             lab.http
+                .as_user(&author)
                 .post(
                     &lab.timeline.url("/v1/posts"),
                     &json!({ "author_id": author, "content": format!("while NATS is unreachable #{n}") }),
@@ -109,6 +110,7 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     for follower in &followers {
         let call = lab
             .http
+            .as_user(follower)
             .get(&lab.timeline.url(&format!(
                 "/v1/users/{follower}/timeline?consistency=quorum&limit=100"
             )))

@@ -26,6 +26,7 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
 
     let post = lab
         .http
+        .as_user(&author)
         .post(
             &lab.timeline.url("/v1/posts"),
             &json!({ "author_id": author, "content": "written with a node down" }),
@@ -51,7 +52,8 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         let url = lab
             .timeline
             .url(&format!("/v1/users/{author}/timeline?consistency={level}"));
-        async move { lab.http.get(&url).await }
+        let http = lab.http.as_user(&author);
+        async move { http.get(&url).await }
     };
     let quorum = timeline("quorum").await;
     let all = timeline("all").await;
