@@ -7,7 +7,7 @@ use clap::Parser;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{StopOnDrop, fresh_database, http_client};
+use crate::{StopOnDrop, fresh_database};
 
 /// An inventory service serving on an ephemeral port, with a fresh database.
 #[derive(Debug)]
@@ -21,6 +21,46 @@ pub struct InventoryApp {
     _process: Option<tokio::process::Child>,
 }
 
+/// The subject the harness's client acts as; its token grants `inventory:admin`.
+pub const TEST_SUBJECT: &str = "inventory-tester";
+
+/// A client that sends [`TEST_SUBJECT`]'s bearer token with every request
+/// (a test that acts as someone else sets its own `Authorization`).
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = crate::auth::bearer(TEST_SUBJECT, &[crate::auth::INVENTORY_ADMIN]);
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        bearer.parse().expect("a token is a header value"),
+    );
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .expect("build HTTP client")
+}
+
+/// `extra` with the development verifying key, and a write rate limit no
+/// test reaches unless it sets its own.
+fn service_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = crate::auth::service_args().to_vec();
+    if !extra.contains(&"--rate-limit-writes-per-second") {
+        args.extend(
+            [
+                "--rate-limit-writes-per-second",
+                "1000000",
+                "--rate-limit-burst",
+                "1000000",
+            ]
+            .map(str::to_owned),
+        );
+    }
+    args.extend(extra.iter().map(|&arg| arg.to_owned()));
+    args
+}
+
 impl InventoryApp {
     /// Spawns the service on a fresh database; `extra` are extra flags.
     pub async fn spawn(extra: &[&str]) -> Self {
@@ -31,8 +71,10 @@ impl InventoryApp {
     /// Spawns the service on the database at `url`.
     pub async fn spawn_on(url: &str, extra: &[&str]) -> Self {
         service_kit::telemetry::init_for_tests();
-        let mut args = vec!["inventory", "--addr", "127.0.0.1:0", "--database-url", url];
-        args.extend_from_slice(extra);
+        let mut args: Vec<String> = ["inventory", "--addr", "127.0.0.1:0", "--database-url", url]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(service_args(extra));
         let config = inventory::Config::parse_from(args);
         let app = inventory::Application::build(config)
             .await
@@ -44,7 +86,7 @@ impl InventoryApp {
         Self {
             addr,
             pool,
-            client: http_client(),
+            client: client(),
             _stop: Some(StopOnDrop(shutdown)),
             _process: None,
         }
@@ -57,7 +99,7 @@ impl InventoryApp {
         let mut command = tokio::process::Command::new(crate::workspace_binary("inventory"));
         command
             .args(["--addr", &addr.to_string(), "--database-url", url])
-            .args(extra)
+            .args(service_args(extra))
             .kill_on_drop(true);
         if std::env::var_os("TEST_LOG").is_none() {
             command
@@ -65,7 +107,7 @@ impl InventoryApp {
                 .stderr(std::process::Stdio::null());
         }
         let child = command.spawn().expect("start inventory");
-        let client = http_client();
+        let client = client();
         crate::wait_ready(&client, &format!("http://{addr}"), Duration::from_secs(60)).await;
         let pool = PgPool::connect(url)
             .await

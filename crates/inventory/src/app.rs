@@ -2,9 +2,11 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use service_kit::auth::Authenticator;
 use service_kit::health::{PostgresCheck, Readiness, TaskCheck};
 use service_kit::http::{Essentials, Server};
 use sqlx::PgPool;
@@ -38,11 +40,14 @@ impl Application {
             .await
             .context("applying PostgreSQL migrations")?;
         let store = PgStore::new(pool.clone(), config.store_settings());
+        let auth = Authenticator::from_config(&config.auth, "inventory")
+            .context("setting up bearer-token authentication")?;
 
         let (api, openapi) = api::router()
             .with_state(AppState {
                 store: store.clone(),
                 reservations: config.reservation_settings(),
+                auth: Arc::new(auth),
             })
             .split_for_parts();
         let sweeper_check = TaskCheck::new("sweeper");

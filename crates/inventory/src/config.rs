@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use service_kit::config::{HttpConfig, TelemetryConfig};
+use service_kit::config::{AuthConfig, HttpConfig, TelemetryConfig};
 
 use crate::store::{BatchSettings, LockingStrategy, RetryPolicy, StoreSettings};
 use crate::sweeper::SweeperSettings;
@@ -120,6 +120,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub http: HttpConfig,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,

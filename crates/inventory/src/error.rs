@@ -25,6 +25,9 @@ pub enum InventoryError {
     InvalidIdempotencyKey(Invalid),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `401`, `403` or `429` from the bearer token and its subject.
+    #[error(transparent)]
+    Auth(#[from] service_kit::auth::AuthError),
 }
 
 impl From<sqlx::Error> for InventoryError {
@@ -106,6 +109,7 @@ impl From<InventoryError> for Problem {
     fn from(error: InventoryError) -> Self {
         let detail = error.to_string();
         match error {
+            InventoryError::Auth(refusal) => refusal.into(),
             InventoryError::Invalid(invalid) => invalid.into(),
             InventoryError::BadQuery(_) => Problem::bad_request(detail),
             InventoryError::PreconditionRequired => Problem::new(

@@ -519,11 +519,13 @@ async fn if_match_follows_rfc_9110() {
     // Version 1 → 2 with "*", 2 → 3 with a list holding the current tag.
     assert_eq!(patch("*").await.expect("send").status(), 200);
     assert_eq!(patch("\"9\", \"2\"").await.expect("send").status(), 200);
-    // Entries that are not entity tags match nothing.
-    for refused in ["\"03\"", "W/\"3\"", "\"1\", \"2\"", "not a tag"] {
+    // Tags that name no current version (weak ones never match) are 412.
+    for refused in ["\"03\"", "W/\"3\"", "\"1\", \"2\""] {
         let problem = expect_problem(patch(refused).await.expect("send"), 412).await;
         assert_eq!(problem["current_version"], 3, "If-Match: {refused}");
     }
+    // A value that is not `*` or a list of entity tags is malformed: 400.
+    expect_problem(patch("not a tag").await.expect("send"), 400).await;
     assert_eq!(
         app.counters("TAG").await.received,
         3,

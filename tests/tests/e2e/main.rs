@@ -10,6 +10,7 @@ mod capctl_flash_sale;
 mod capctl_token;
 mod compose;
 mod inventory_api;
+mod inventory_auth;
 mod inventory_concurrency;
 mod inventory_expiry;
 mod inventory_faults;

@@ -3,17 +3,32 @@
 mod products;
 mod reservations;
 
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use service_kit::auth::Authenticator;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use crate::config::ReservationSettings;
 use crate::store::PgStore;
 
+/// The scope that lets a caller create and change products.
+pub const ADMIN_SCOPE: &str = "inventory:admin";
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: PgStore,
     pub reservations: ReservationSettings,
+    /// Verifies bearer tokens (see [`service_kit::auth::Caller`]).
+    pub auth: Arc<Authenticator>,
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.auth)
+    }
 }
 
 #[derive(OpenApi)]

@@ -16,7 +16,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::AppState;
+use service_kit::auth::Caller;
+
+use super::{ADMIN_SCOPE, AppState};
 use crate::domain::{
     DEFAULT_LEDGER_PAGE, Invalid, MAX_LEDGER_PAGE, ProductName, Sku, StockLevel,
     ledger_limit_schema, restock_schema,
@@ -245,6 +247,7 @@ fn with_etag(status: StatusCode, product: ProductRow) -> Response {
 #[utoipa::path(
     post, path = "/v1/products", tag = "products",
     request_body = CreateProduct,
+    security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = Product,
             headers(("ETag" = String, description = "The version in quotes"), ("Location" = String)),
@@ -254,14 +257,17 @@ fn with_etag(status: StatusCode, product: ProductRow) -> Response {
                 ("ListLedger" = (operation_id = "list_ledger", parameters(("sku" = "$response.body#/sku")))),
                 ("ReserveOne" = (operation_id = "create_reservation", request_body = json!({"items": [{"sku": "$response.body#/sku", "quantity": 1}]}))),
             )),
+        (status = 403, description = "The token does not grant `inventory:admin`", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 409, description = "A product with this sku exists", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid (`field` names it), or the JSON has the wrong shape", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
     )
 )]
 async fn create_product(
     State(state): State<AppState>,
+    caller: Caller,
     Json(body): Json<CreateProduct>,
 ) -> Result<Response, InventoryError> {
+    caller.require_scope(ADMIN_SCOPE)?;
     let sku = Sku::parse(&body.sku)?;
     let name = ProductName::parse(&body.name)?;
     let stock = StockLevel::parse(body.stock, "stock")?;
@@ -297,9 +303,11 @@ async fn get_product(
     patch, path = "/v1/products/{sku}", tag = "products",
     params(("sku" = Sku, Path, description = "Product sku"), IfMatchHeader),
     request_body = UpdateProduct,
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Updated", body = Product, headers(("ETag" = String, description = "The new version in quotes"))),
         (status = 400, description = "If-Match is not `*` or a list of entity tags, or the JSON is malformed", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token does not grant `inventory:admin`", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match names no current version (strong comparison; `*` matches any); `current_version` says the current one", body = StaleVersionProblem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid (`field` names it), nothing to change, or the JSON has the wrong shape", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
@@ -308,10 +316,12 @@ async fn get_product(
 )]
 async fn update_product(
     State(state): State<AppState>,
+    caller: Caller,
     Path(sku): Path<String>,
     headers: HeaderMap,
     Json(body): Json<UpdateProduct>,
 ) -> Result<Response, InventoryError> {
+    caller.require_scope(ADMIN_SCOPE)?;
     let sku = Sku::parse(&sku)?;
     let if_match = parse_if_match(&headers)?;
     let name = body.name.as_deref().map(ProductName::parse).transpose()?;

@@ -18,6 +18,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use service_kit::auth::Caller;
+
 use super::AppState;
 use crate::domain::{
     Invalid, MAX_ITEMS, Quantity, ReservationLine, ReservationLines, ReservationStatus, Sku,
@@ -118,6 +120,7 @@ impl From<ReservationRecord> for Reservation {
     post, path = "/v1/reservations", tag = "reservations",
     params(IdempotencyKeyHeader),
     request_body = CreateReservation,
+    security(("bearer" = [])),
     responses(
         (status = 201, description = "Held", body = Reservation,
             headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`true` on a replay")),
@@ -135,10 +138,11 @@ impl From<ReservationRecord> for Reservation {
 )]
 async fn create_reservation(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Json(body): Json<CreateReservation>,
 ) -> Result<Response, InventoryError> {
-    let outcome = reserve(&state, &headers, body).await;
+    let outcome = reserve(&state, caller, &headers, body).await;
     let label = match &outcome {
         Ok(Reserved::Created(_)) => "created",
         Ok(Reserved::Replayed(_)) => "replayed",
@@ -180,6 +184,7 @@ async fn create_reservation(
 
 async fn reserve(
     state: &AppState,
+    caller: Caller,
     headers: &HeaderMap,
     body: CreateReservation,
 ) -> Result<Reserved, InventoryError> {
@@ -225,6 +230,7 @@ async fn reserve(
     state
         .store
         .reserve(ReservationRequest {
+            owner: caller.subject,
             reservation: request,
             idempotency,
         })
@@ -263,17 +269,22 @@ fn parse_id(raw: &str) -> Result<Uuid, InventoryError> {
 #[utoipa::path(
     get, path = "/v1/reservations/{id}", tag = "reservations",
     params(("id" = Uuid, Path, description = "Reservation id")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The reservation", body = Reservation),
         (status = 400, description = "Malformed id (not a UUID); `field` names it", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
-        (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such reservation of the token's subject (another subject's reads as not found)", body = service_kit::Problem, content_type = "application/problem+json"),
     )
 )]
 async fn get_reservation(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Reservation>, InventoryError> {
-    let record = state.store.reservation(parse_id(&id)?).await?;
+    let record = state
+        .store
+        .reservation(parse_id(&id)?, &caller.subject)
+        .await?;
     Ok(Json(record.into()))
 }
 
@@ -281,18 +292,20 @@ async fn get_reservation(
 #[utoipa::path(
     post, path = "/v1/reservations/{id}/confirm", tag = "reservations",
     params(("id" = Uuid, Path, description = "Reservation id")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Confirmed (also when already confirmed)", body = Reservation),
         (status = 400, description = "Malformed id (not a UUID); `field` names it", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
-        (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such reservation of the token's subject (another subject's reads as not found)", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Cancelled or expired; `reservation_status` says which", body = ReservationStateProblem, content_type = "application/problem+json"),
     )
 )]
 async fn confirm_reservation(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Reservation>, InventoryError> {
-    let record = state.store.confirm(parse_id(&id)?).await?;
+    let record = state.store.confirm(parse_id(&id)?, &caller.subject).await?;
     Ok(Json(record.into()))
 }
 
@@ -300,17 +313,19 @@ async fn confirm_reservation(
 #[utoipa::path(
     post, path = "/v1/reservations/{id}/cancel", tag = "reservations",
     params(("id" = Uuid, Path, description = "Reservation id")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Cancelled (also when already cancelled)", body = Reservation),
         (status = 400, description = "Malformed id (not a UUID); `field` names it", body = service_kit::problem::ValidationProblem, content_type = "application/problem+json"),
-        (status = 404, description = "No such reservation", body = service_kit::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such reservation of the token's subject (another subject's reads as not found)", body = service_kit::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Confirmed or expired; `reservation_status` says which", body = ReservationStateProblem, content_type = "application/problem+json"),
     )
 )]
 async fn cancel_reservation(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Reservation>, InventoryError> {
-    let record = state.store.cancel(parse_id(&id)?).await?;
+    let record = state.store.cancel(parse_id(&id)?, &caller.subject).await?;
     Ok(Json(record.into()))
 }

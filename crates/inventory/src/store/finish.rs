@@ -12,11 +12,16 @@ use super::{HeldItem, PgStore, ReservationRecord, lock_products_of};
 use crate::domain::ReservationStatus;
 
 impl PgStore {
-    /// Reads a reservation; a hold past its expiry reads as `expired`. Takes no lock.
+    /// Reads `owner`'s reservation; a hold past its expiry reads as
+    /// `expired`. Someone else's reads as not found. Takes no lock.
     #[tracing::instrument(skip(self))]
-    pub async fn reservation(&self, id: Uuid) -> Result<ReservationRecord, StoreError> {
+    pub async fn reservation(
+        &self,
+        id: Uuid,
+        owner: &str,
+    ) -> Result<ReservationRecord, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        load_reservation(&mut conn, id, false)
+        load_reservation(&mut conn, id, owner, false)
             .await?
             .map(|(record, _)| record)
             .ok_or_else(|| StoreError::ReservationNotFound(id.to_string()))
@@ -25,22 +30,28 @@ impl PgStore {
     /// Held → confirmed: the held stock becomes sold. Confirming a confirmed
     /// reservation answers it again; a cancelled or expired one is a conflict.
     #[tracing::instrument(skip(self))]
-    pub async fn confirm(&self, id: Uuid) -> Result<ReservationRecord, StoreError> {
-        self.finish(id, Finish::Confirm).await
+    pub async fn confirm(&self, id: Uuid, owner: &str) -> Result<ReservationRecord, StoreError> {
+        self.finish(id, owner, Finish::Confirm).await
     }
 
     /// Held → cancelled: the held stock goes back to available. Cancelling a
     /// cancelled reservation answers it again; a confirmed or expired one is a conflict.
     #[tracing::instrument(skip(self))]
-    pub async fn cancel(&self, id: Uuid) -> Result<ReservationRecord, StoreError> {
-        self.finish(id, Finish::Cancel).await
+    pub async fn cancel(&self, id: Uuid, owner: &str) -> Result<ReservationRecord, StoreError> {
+        self.finish(id, owner, Finish::Cancel).await
     }
 
-    async fn finish(&self, id: Uuid, finish: Finish) -> Result<ReservationRecord, StoreError> {
+    /// Ends `owner`'s reservation; someone else's is not found.
+    async fn finish(
+        &self,
+        id: Uuid,
+        owner: &str,
+        finish: Finish,
+    ) -> Result<ReservationRecord, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let operation = finish.action();
         in_transaction!(&mut conn, &self.settings.retry, operation, |tx| {
-            finish_once(tx, id, finish)
+            finish_once(tx, id, owner, finish)
         })
     }
 }
@@ -73,9 +84,10 @@ impl Finish {
 async fn finish_once(
     tx: &mut PgConnection,
     id: Uuid,
+    owner: &str,
     finish: Finish,
 ) -> Result<Step<Result<ReservationRecord, StoreError>>, StoreError> {
-    let Some((record, due)) = load_reservation(tx, id, true).await? else {
+    let Some((record, due)) = load_reservation(tx, id, owner, true).await? else {
         return Err(StoreError::ReservationNotFound(id.to_string()));
     };
     if due {
@@ -137,14 +149,16 @@ async fn sell_hold(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
 async fn load_reservation(
     conn: &mut PgConnection,
     id: Uuid,
+    owner: &str,
     lock: bool,
 ) -> Result<Option<(ReservationRecord, bool)>, sqlx::Error> {
     let head = if lock {
         sqlx::query_as!(
             ReservationHead,
             r#"SELECT status, created_at, expires_at, expires_at <= now() AS "past_expiry!"
-               FROM reservations WHERE id = $1 FOR UPDATE"#,
+               FROM reservations WHERE id = $1 AND owner = $2 FOR UPDATE"#,
             id,
+            owner,
         )
         .fetch_optional(&mut *conn)
         .await?
@@ -152,8 +166,9 @@ async fn load_reservation(
         sqlx::query_as!(
             ReservationHead,
             r#"SELECT status, created_at, expires_at, expires_at <= now() AS "past_expiry!"
-               FROM reservations WHERE id = $1"#,
+               FROM reservations WHERE id = $1 AND owner = $2"#,
             id,
+            owner,
         )
         .fetch_optional(&mut *conn)
         .await?

@@ -15,8 +15,11 @@ use super::strategy::{LockingStrategy, take_stock};
 use super::{HeldItem, PgStore, ReservationRecord};
 use crate::domain::{ReservationLines, ReservationStatus, ShortItem};
 
-/// The idempotency scope of `POST /v1/reservations`.
-const RESERVATIONS_SCOPE: &str = "POST /v1/reservations";
+/// The idempotency scope of `POST /v1/reservations` for one subject: keys
+/// are per subject, so one client's key never replays another's reservation.
+fn idempotency_scope(owner: &str) -> String {
+    format!("POST /v1/reservations as {owner}")
+}
 
 /// A validated reservation request.
 #[derive(Debug, Clone)]
@@ -70,6 +73,8 @@ pub struct IdempotentRequest {
 /// One reservation request as the store takes it.
 #[derive(Debug, Clone)]
 pub struct ReservationRequest {
+    /// The subject the hold belongs to: only it reads, confirms or cancels it.
+    pub owner: String,
     pub reservation: NewReservation,
     pub idempotency: Option<IdempotentRequest>,
 }
@@ -222,16 +227,17 @@ async fn claim_keys(
     tx: &mut PgConnection,
     requests: &[ReservationRequest],
 ) -> Result<Vec<Slot>, StoreError> {
-    let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+    let mut first_with_key: HashMap<(&str, &str), usize> = HashMap::new();
     let mut slots: Vec<Slot> = Vec::with_capacity(requests.len());
     for (i, request) in requests.iter().enumerate() {
         let Some(idem) = &request.idempotency else {
             slots.push(Slot::Open);
             continue;
         };
-        slots.push(match first_with_key.get(idem.key.as_str()) {
+        let scoped = (request.owner.as_str(), idem.key.as_str());
+        slots.push(match first_with_key.get(&scoped) {
             None => {
-                first_with_key.insert(&idem.key, i);
+                first_with_key.insert(scoped, i);
                 Slot::Open
             }
             Some(&first)
@@ -246,47 +252,61 @@ async fn claim_keys(
     if first_with_key.is_empty() {
         return Ok(slots);
     }
-    let mut owners: Vec<(&str, usize)> = first_with_key.into_iter().collect();
+    let mut owners: Vec<((&str, &str), usize)> = first_with_key.into_iter().collect();
     owners.sort_unstable();
-    let (keys, fingerprints): (Vec<String>, Vec<serde_json::Value>) = owners
-        .iter()
-        .filter_map(|&(_, i)| requests[i].idempotency.as_ref())
-        .map(|idem| (idem.key.clone(), idem.fingerprint.clone()))
-        .unzip();
-    let claimed: BTreeSet<String> = sqlx::query_scalar!(
+    let mut scopes = Vec::with_capacity(owners.len());
+    let mut keys = Vec::with_capacity(owners.len());
+    let mut fingerprints = Vec::with_capacity(owners.len());
+    for &(_, i) in &owners {
+        if let Some(idem) = &requests[i].idempotency {
+            scopes.push(idempotency_scope(&requests[i].owner));
+            keys.push(idem.key.clone());
+            fingerprints.push(idem.fingerprint.clone());
+        }
+    }
+    let claimed: BTreeSet<(String, String)> = sqlx::query!(
         "INSERT INTO idempotency_keys (scope, key, request, outcome)
-         SELECT $1, k.key, k.request, 'null'
-         FROM UNNEST($2::TEXT[], $3::JSONB[]) AS k(key, request)
-         ORDER BY k.key
+         SELECT k.scope, k.key, k.request, 'null'
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::JSONB[]) AS k(scope, key, request)
+         ORDER BY k.scope, k.key
          ON CONFLICT (scope, key) DO NOTHING
-         RETURNING key",
-        RESERVATIONS_SCOPE,
+         RETURNING scope, key",
+        &scopes,
         &keys,
         &fingerprints,
     )
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
+    .map(|row| (row.scope, row.key))
     .collect();
     if claimed.len() == keys.len() {
         return Ok(slots);
     }
     // Keys an earlier request holds: replay what it came to, if the body is the same.
+    let (held_scopes, held_keys, held_fingerprints): (Vec<_>, Vec<_>, Vec<_>) = scopes
+        .iter()
+        .zip(&keys)
+        .zip(&fingerprints)
+        .filter(|((scope, key), _)| !claimed.contains(&((*scope).clone(), (*key).clone())))
+        .map(|((scope, key), fingerprint)| (scope.clone(), key.clone(), fingerprint.clone()))
+        .collect();
     let originals = sqlx::query!(
-        r#"SELECT i.key, i.request = k.request AS "same!", i.outcome
-           FROM UNNEST($2::TEXT[], $3::JSONB[]) AS k(key, request)
-           JOIN idempotency_keys i ON i.scope = $1 AND i.key = k.key
-           WHERE NOT (k.key = ANY($4))"#,
-        RESERVATIONS_SCOPE,
-        &keys,
-        &fingerprints,
-        &claimed.into_iter().collect::<Vec<_>>(),
+        r#"SELECT i.scope, i.key, i.request = k.request AS "same!", i.outcome
+           FROM UNNEST($1::TEXT[], $2::TEXT[], $3::JSONB[]) AS k(scope, key, request)
+           JOIN idempotency_keys i ON i.scope = k.scope AND i.key = k.key"#,
+        &held_scopes,
+        &held_keys,
+        &held_fingerprints,
     )
     .fetch_all(&mut *tx)
     .await?;
-    let owner_of: HashMap<&str, usize> = owners.into_iter().collect();
+    let first_of: HashMap<(String, String), usize> = owners
+        .into_iter()
+        .map(|((owner, key), i)| ((idempotency_scope(owner), key.to_owned()), i))
+        .collect();
     for original in originals {
-        let Some(&i) = owner_of.get(original.key.as_str()) else {
+        let Some(&i) = first_of.get(&(original.scope, original.key)) else {
             continue;
         };
         slots[i] = Slot::Answered(if original.same {
@@ -309,6 +329,7 @@ async fn record_outcomes(
     requests: &[ReservationRequest],
     slots: &[Slot],
 ) -> Result<(), StoreError> {
+    let mut scopes = Vec::new();
     let mut keys = Vec::new();
     let mut outcomes = Vec::new();
     for (request, slot) in requests.iter().zip(slots) {
@@ -326,6 +347,7 @@ async fn record_outcomes(
                 None => continue,
             },
         };
+        scopes.push(idempotency_scope(&request.owner));
         keys.push(idem.key.clone());
         outcomes.push(
             serde_json::to_value(&outcome).map_err(|error| {
@@ -338,9 +360,9 @@ async fn record_outcomes(
     }
     sqlx::query!(
         "UPDATE idempotency_keys i SET outcome = o.outcome
-         FROM UNNEST($2::TEXT[], $3::JSONB[]) AS o(key, outcome)
-         WHERE i.scope = $1 AND i.key = o.key",
-        RESERVATIONS_SCOPE,
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::JSONB[]) AS o(scope, key, outcome)
+         WHERE i.scope = o.scope AND i.key = o.key",
+        &scopes,
         &keys,
         &outcomes,
     )
@@ -364,6 +386,7 @@ async fn insert_holds(
         .iter()
         .map(|&i| requests[i].reservation.ttl_seconds as f64)
         .collect();
+    let owners: Vec<String> = granted.iter().map(|&i| requests[i].owner.clone()).collect();
     let (mut line_ids, mut skus, mut quantities) = (Vec::new(), Vec::new(), Vec::new());
     for (&i, id) in granted.iter().zip(&ids) {
         let lines = &requests[i].reservation.lines;
@@ -373,9 +396,9 @@ async fn insert_holds(
     }
     let inserted = sqlx::query!(
         r#"WITH holds AS (
-               INSERT INTO reservations (id, status, expires_at)
-               SELECT h.id, 'held', now() + make_interval(secs => h.ttl)
-               FROM UNNEST($1::UUID[], $2::FLOAT8[]) AS h(id, ttl)
+               INSERT INTO reservations (id, status, expires_at, owner)
+               SELECT h.id, 'held', now() + make_interval(secs => h.ttl), h.owner
+               FROM UNNEST($1::UUID[], $2::FLOAT8[], $6::TEXT[]) AS h(id, ttl, owner)
                RETURNING id, created_at, expires_at
            ), lines AS (
                INSERT INTO reservation_items (reservation_id, sku, quantity)
@@ -392,6 +415,7 @@ async fn insert_holds(
         &line_ids,
         &skus,
         &quantities,
+        &owners,
     )
     .fetch_all(&mut *tx)
     .await?;
