@@ -137,9 +137,9 @@ pub struct ReservationSettings {
     pub max_ttl: Duration,
 }
 
-/// The longest hold PostgreSQL intervals and the service's clocks handle
-/// comfortably: thirty days.
-const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+/// The longest hold any deployment may configure (the domain's limit, which
+/// the OpenAPI document also states).
+const MAX_TTL_SECS: u64 = crate::domain::MAX_TTL_SECS.unsigned_abs();
 
 impl Config {
     /// Checks what a single flag cannot: how the settings relate. Called by
