@@ -228,6 +228,7 @@ impl Config {
             coalescing: (self.reservation_coalescing == Switch::On).then(|| BatchSettings {
                 max_size: usize::try_from(self.reservation_batch_max_size).unwrap_or(usize::MAX),
                 max_wait: Duration::from_micros(self.reservation_batch_wait_us),
+                max_time: self.http.request_timeout(),
             }),
             retry: RetryPolicy {
                 max_attempts: self.transaction_max_attempts,

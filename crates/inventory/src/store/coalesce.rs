@@ -21,7 +21,12 @@
 //! A request whose client gave up (its future dropped, e.g. by the request
 //! timeout) before its batch started takes nothing: it is skipped. Once its
 //! batch has started, the batch runs to its end whatever the client does, so
-//! a batch never commits half of what it decided.
+//! a batch never commits half of what it decided; a batch still running at
+//! the request timeout (a connection the network went silent on) is
+//! abandoned and rolls back. When the database cannot serve a batch
+//! (unreachable, or a row locked past the lock timeout), the requests queued
+//! behind it get the same `503` at once instead of one more timeout each:
+//! a refusal while the database is gone stays as prompt as without coalescing.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,6 +50,11 @@ pub struct BatchSettings {
     /// requests to join before it starts (it starts at once when full). A
     /// request that finds its lane idle never waits.
     pub max_wait: Duration,
+    /// The longest a batch may run (the HTTP request timeout: its requests
+    /// have been answered `503` by then). A batch stuck on a connection the
+    /// network has gone silent on is abandoned, and rolled back, rather than
+    /// blocking its lane until TCP gives up.
+    pub max_time: Duration,
 }
 
 /// The lanes, by first sku. A lane exists while a task drains it; the std
@@ -130,12 +140,39 @@ impl Coalescer {
                 .into_iter()
                 .map(|queued| (queued.request, queued.reply))
                 .unzip();
-            let answers = store.reserve_batch(&requests).await;
+            let answers =
+                match tokio::time::timeout(self.settings.max_time, store.reserve_batch(&requests))
+                    .await
+                {
+                    Ok(answers) => answers,
+                    Err(_) => vec![Err(timed_out()); requests.len()],
+                };
+            let unreachable = batch_failure(&answers);
             for (reply, answer) in replies.into_iter().zip(answers) {
                 // The client may have gone meanwhile; its answer is committed anyway.
                 let _ = reply.send(answer);
             }
+            // The database could not serve this batch (unreachable, or a row
+            // locked past the lock timeout): the requests queued behind it
+            // would wait for the same answer, one more timeout each. They get
+            // it now.
+            if let Some(error) = unreachable {
+                for queued in self.take_all(&lane) {
+                    let _ = queued.reply.send(Err(error.clone()));
+                }
+            }
         }
+    }
+
+    /// Everything queued on the lane (the lane itself stays: its drain task goes on).
+    fn take_all(&self, lane: &str) -> Vec<Queued> {
+        let mut lanes = self.lanes();
+        let Some(queued) = lanes.get_mut(lane) else {
+            return Vec::new();
+        };
+        let all: Vec<Queued> = queued.queue.drain(..).collect();
+        metrics::gauge!(QUEUED).decrement(all.len() as f64);
+        all
     }
 
     /// Waits up to `max_wait` while the lane holds some requests but not a full batch.
@@ -178,6 +215,22 @@ impl Coalescer {
         // the map consistent.
         self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The error a whole batch failed with, when the database could not serve it.
+fn batch_failure(answers: &[super::reservations::Answer]) -> Option<StoreError> {
+    let first = answers.first()?.as_ref().err()?;
+    let whole = matches!(first, StoreError::Unavailable(_) | StoreError::Busy(_))
+        && answers.iter().all(|answer| answer.is_err());
+    whole.then(|| first.clone())
+}
+
+/// A batch abandoned at its time limit: the database did not answer in time.
+fn timed_out() -> StoreError {
+    StoreError::Unavailable(Arc::new(sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the database did not finish the batch within the request timeout",
+    ))))
 }
 
 /// If a drain task panics, its lane goes with it: the requests queued there
