@@ -274,8 +274,25 @@ impl Cluster {
         }
     }
 
-    /// Hints `node` holds for its peers (`system_views.pending_hints`).
+    /// Hint files `node` holds for its peers: what `system_views.pending_hints`
+    /// reports, or the `.hints` files in its hints directory, whichever is more
+    /// (the virtual table lists a store's files only once its writer has
+    /// closed one; the file being written is on disk from the first flush).
     pub async fn pending_hints(&self, node: usize) -> anyhow::Result<i64> {
+        let reported = self.reported_pending_hints(node).await?;
+        let dir = self.node(node).dir.join("cassandra/hints");
+        let on_disk = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "hints"))
+                    .count()
+            })
+            .unwrap_or(0);
+        Ok(reported.max(i64::try_from(on_disk).unwrap_or(i64::MAX)))
+    }
+
+    async fn reported_pending_hints(&self, node: usize) -> anyhow::Result<i64> {
         let result = self
             .on(
                 node,
