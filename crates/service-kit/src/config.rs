@@ -75,8 +75,8 @@ pub struct AuthConfig {
     pub auth_jwks_file: Option<std::path::PathBuf>,
 
     /// The one signature algorithm accepted.
-    #[arg(long, env = "AUTH_ALGORITHM", value_enum, default_value_t = crate::auth::SigningAlgorithm::EdDsa)]
-    pub auth_algorithm: crate::auth::SigningAlgorithm,
+    #[arg(long, env = "AUTH_ALGORITHM", value_enum, default_value_t = SigningAlgorithm::EdDsa)]
+    pub auth_algorithm: SigningAlgorithm,
 
     /// Required `iss` of every token.
     #[arg(long, env = "AUTH_ISSUER", default_value = "cap-services")]
@@ -97,4 +97,26 @@ pub struct AuthConfig {
     /// Writes one subject may make at once above the sustained rate.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
+}
+
+/// The signature algorithm a deployment pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SigningAlgorithm {
+    /// Ed25519 (the development keys).
+    #[value(name = "EdDSA")]
+    EdDsa,
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+}
+
+impl SigningAlgorithm {
+    pub fn algorithm(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            Self::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Self::Es256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
 }

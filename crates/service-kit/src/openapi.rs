@@ -3,8 +3,8 @@
 //!
 //! A service documents its own routes with `#[utoipa::path]`. What the kit
 //! adds to every route — the extractors' rejections ([`crate::extract`]), the
-//! body limit and the request timeout ([`crate::http`]) — is written into the
-//! document here, by [`document_kit_answers`], which [`crate::http`] applies to
+//! body limit and the request timeout (the kit's HTTP layers) — is written into the
+//! document here, by [`document_kit_answers`], which the kit's server applies to
 //! the document it serves. The schemas are built from the same constants the
 //! checks use ([`crate::validate`], [`crate::idempotency`]), so the document
 //! cannot promise what the server refuses.

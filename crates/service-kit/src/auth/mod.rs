@@ -30,14 +30,15 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 
 pub use keys::{DevKeys, TokenIssuer, VerifyingKeys};
 pub use limit::WriteLimit;
 
 use crate::config::AuthConfig;
+pub use crate::config::SigningAlgorithm;
 use crate::problem::Problem;
 
 /// The scheme name under which the OpenAPI documents declare the bearer token.
@@ -268,28 +269,6 @@ impl From<AuthError> for Problem {
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         Problem::from(self).into_response()
-    }
-}
-
-/// The signature algorithm a deployment pins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SigningAlgorithm {
-    /// Ed25519 (the development keys).
-    #[value(name = "EdDSA")]
-    EdDsa,
-    #[value(name = "RS256")]
-    Rs256,
-    #[value(name = "ES256")]
-    Es256,
-}
-
-impl SigningAlgorithm {
-    pub fn algorithm(self) -> Algorithm {
-        match self {
-            Self::EdDsa => Algorithm::EdDSA,
-            Self::Rs256 => Algorithm::RS256,
-            Self::Es256 => Algorithm::ES256,
-        }
     }
 }
 

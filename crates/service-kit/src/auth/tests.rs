@@ -99,7 +99,7 @@ fn expired_foreign_and_unsigned_tokens_are_refused() {
 
     // Another algorithm (HS256 with the public key as the secret: the classic confusion).
     let hs = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims(now + 60, "cap-services", "cap-services"),
         &jsonwebtoken::EncodingKey::from_secret(b"secret"),
     )
