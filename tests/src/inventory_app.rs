@@ -340,3 +340,23 @@ macro_rules! per_strategy {
         }
     };
 }
+
+/// An outside session (as an operator's `psql`) on the database at `url`
+/// holding `sku`'s row lock in an open transaction until it commits, rolls
+/// back or is dropped.
+pub async fn lock_product_from_outside(url: &str, sku: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut outsider = sqlx::PgConnection::connect(url)
+        .await
+        .expect("an outside session");
+    sqlx::query("BEGIN")
+        .execute(&mut outsider)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT 1 FROM products WHERE sku = $1 FOR UPDATE")
+        .bind(sku)
+        .execute(&mut outsider)
+        .await
+        .expect("lock the row");
+    outsider
+}

@@ -361,17 +361,9 @@ async fn a_row_locked_from_outside_costs_its_requests_a_503_and_nobody_else_anyt
         .rsplit_once('/')
         .map(|(base, db)| (base.to_owned(), db.to_owned()))
         .expect("URL with a database");
-    let mut outsider = PgConnection::connect(&format!("{base}/{database}"))
-        .await
-        .expect("an outside session");
-    sqlx::query("BEGIN")
-        .execute(&mut outsider)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT 1 FROM products WHERE sku = 'LOCKED' FOR UPDATE")
-        .execute(&mut outsider)
-        .await
-        .expect("lock the row");
+    let mut outsider =
+        e2e::inventory_app::lock_product_from_outside(&format!("{base}/{database}"), "LOCKED")
+            .await;
 
     let (app, hold_id) = (&app, hold_id.as_str());
     let blocked = (0..12).map(|n| async move {

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::expect_problem;
-use e2e::inventory_app::{InventoryApp, Mode};
+use e2e::inventory_app::{InventoryApp, Mode, lock_product_from_outside};
 use e2e::pg_instance::PgInstance;
 use sqlx::{Connection, PgConnection};
 
@@ -115,17 +115,7 @@ async fn a_batch_cut_off_by_the_database_answers_503_to_each_request_and_commits
     let app = InventoryApp::spawn_process_on(&pg.url("inventory"), &args).await;
     app.create_product("ROW", 100).await;
 
-    let mut holder = PgConnection::connect(&pg.url("inventory"))
-        .await
-        .expect("connect");
-    sqlx::query("BEGIN")
-        .execute(&mut holder)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT 1 FROM products WHERE sku = 'ROW' FOR UPDATE")
-        .execute(&mut holder)
-        .await
-        .expect("lock the row");
+    let mut holder = lock_product_from_outside(&pg.url("inventory"), "ROW").await;
     let lock_waiters = || async {
         let mut conn = PgConnection::connect(&pg.url("inventory"))
             .await
@@ -170,16 +160,9 @@ async fn a_batch_cut_off_by_the_database_answers_503_to_each_request_and_commits
         second_holder = Some(tokio::spawn({
             let url = pg.url("inventory");
             async move {
-                let mut conn = PgConnection::connect(&url).await?;
-                sqlx::query("BEGIN").execute(&mut conn).await?;
-                sqlx::query("SELECT 1 FROM products WHERE sku = 'ROW' FOR UPDATE")
-                    .execute(&mut conn)
-                    .await?;
+                let mut conn = lock_product_from_outside(&url, "ROW").await;
                 // Keep the lock until the server goes away.
-                sqlx::query("SELECT pg_sleep(60)")
-                    .execute(&mut conn)
-                    .await?;
-                Ok::<_, sqlx::Error>(())
+                let _ = sqlx::query("SELECT pg_sleep(60)").execute(&mut conn).await;
             }
         }));
         wait_for_waiters(2).await;
