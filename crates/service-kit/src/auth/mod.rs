@@ -44,7 +44,8 @@ use crate::problem::Problem;
 /// The scheme name under which the OpenAPI documents declare the bearer token.
 pub const BEARER_SCHEME: &str = "bearer";
 
-/// The claims a token carries. `sub`, `exp`, `iss` and `aud` are required.
+/// The claims of a token this project mints (`capctl token`, the tests, the
+/// lab). `sub`, `exp`, `iss` and `aud` are what a service requires.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The subject: the user the token acts for.
@@ -57,6 +58,16 @@ pub struct Claims {
     /// Space-separated scopes (OAuth 2.0 style), e.g. `inventory:admin`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+}
+
+/// What a verified token tells the service. `exp`, `nbf`, `iss` and `aud`
+/// are checked by the validation on the token's own claims, so a provider's
+/// token with an audience list, no `iat` or extra claims verifies as well.
+#[derive(Debug, Deserialize)]
+struct VerifiedClaims {
+    sub: String,
+    #[serde(default)]
+    scope: String,
 }
 
 /// Verifies bearer tokens and limits each subject's writes.
@@ -123,8 +134,8 @@ impl Authenticator {
             .keys
             .for_kid(header.kid.as_deref())
             .ok_or_else(|| unauthenticated("the token names a key this service does not know"))?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|error| {
+        let data = jsonwebtoken::decode::<VerifiedClaims>(token, key, &self.validation).map_err(
+            |error| {
                 unauthenticated(match error.kind() {
                     ErrorKind::ExpiredSignature => "the token has expired",
                     ErrorKind::ImmatureSignature => "the token is not valid yet",
@@ -136,7 +147,8 @@ impl Authenticator {
                     }
                     _ => "the token is not valid",
                 })
-            })?;
+            },
+        )?;
         if data.claims.sub.is_empty() {
             return Err(unauthenticated("the token's subject is empty"));
         }

@@ -150,3 +150,33 @@ fn dev_keys_are_created_once() {
     DevKeys::ensure(&dir).expect("again");
     assert_eq!(std::fs::read(&first.signing_key).expect("read"), pem);
 }
+
+#[test]
+fn a_providers_token_with_an_audience_list_and_no_iat_verifies() {
+    let keys = DevKeys::ensure(&temp_dir()).expect("keys");
+    let key = keys.verifying_key.to_string_lossy().into_owned();
+    let config = Flags::parse_from(["svc", "--auth-verifying-key-file", &key]).auth;
+    let auth = Authenticator::from_config(&config, "test").expect("authenticator");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = serde_json::json!({
+        "sub": "alice",
+        "exp": now + 60,
+        "iss": "cap-services",
+        "aud": ["other-api", "cap-services"],
+        "scope": "inventory:admin",
+        "email": "alice@example.com",
+    });
+    let pem = std::fs::read(&keys.signing_key).expect("read");
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("key"),
+    )
+    .expect("encode");
+    let caller = auth.verify(Some(&bearer(&token))).expect("valid");
+    assert_eq!(caller.subject, "alice");
+    assert!(caller.has_scope("inventory:admin"));
+}
