@@ -74,8 +74,11 @@ pub async fn run(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let cut_at = lab.http.origin().elapsed();
+    // The partition starts once the rule is in place (nft takes a few ms):
+    // a request sent before that may still be served, and counts as in
+    // flight at the cut.
     let rule = lab.firewall.cut(groups::INVENTORY, PG_PORT).await?;
+    let cut_at = lab.http.origin().elapsed();
     report.step(format!(
         "cut the inventory off from PostgreSQL: `{rule}` for {} s",
         PARTITION.as_secs()
